@@ -1,0 +1,46 @@
+# ttabench: `make demo` and `make test` set everything up on a fresh clone (venv in .venv).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+DEMO_DIR ?= outputs/demo
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-slow lint format pretrain clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "ttabench needs Python >= 3.11 (set PYTHON=python3.11)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install ttabench with its dependencies
+
+demo: $(STAMP) ## source vs bn on the embedded benchmark (i.i.d. stream), then the error table
+	$(VENV)/bin/ttabench run -m method=source,bn hydra.sweep.dir=$(DEMO_DIR)
+	$(VENV)/bin/ttabench compare $(DEMO_DIR)
+
+test: $(STAMP) ## the default (fast) test suite
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP) ## only the slow tests (retraining, large streams)
+	$(PY) -m pytest -q -m slow
+
+lint: $(STAMP) ## ruff check and format check
+	$(VENV)/bin/ruff check ttabench tests scripts
+	$(VENV)/bin/ruff format --check ttabench tests scripts
+
+format: $(STAMP) ## apply ruff formatting and safe fixes
+	$(VENV)/bin/ruff check --fix ttabench tests scripts
+	$(VENV)/bin/ruff format ttabench tests scripts
+
+pretrain: $(STAMP) ## retrain the shipped embedded model (writes ttabench/models/weights/)
+	$(VENV)/bin/ttabench pretrain
+
+clean: ## remove run outputs and caches (not the venv)
+	rm -rf outputs build *.egg-info .pytest_cache .ruff_cache

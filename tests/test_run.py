@@ -1,0 +1,152 @@
+"""run(cfg) end to end on a tiny embedded benchmark: files, schema, determinism, and that
+nothing is lost when a method fails, diverges or the run is interrupted."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from ttabench.methods.source import Source
+from ttabench.results import ONLINE_COLUMNS
+from ttabench.run import run
+
+from .conftest import compose_run
+
+SUMMARY_REQUIRED = [
+    "domain",
+    "severity",
+    "n",
+    "error",
+    "method",
+    "stream",
+    "dataset",
+    "model",
+    "seed",
+    "status",
+    "n_classes",
+    "majority_frac",
+    "label_entropy",
+    "stream_sha256",
+]
+
+
+class FailingAt(Source):
+    """Source that raises ``error`` at batch ``at`` (a crash, or a Ctrl-C)."""
+
+    def __init__(self, model, at: int = 2, error: str = "RuntimeError"):
+        self.calls, self.at, self.error = 0, at, error
+        super().__init__(model)
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls > self.at:
+            raise {"RuntimeError": RuntimeError, "KeyboardInterrupt": KeyboardInterrupt}[
+                self.error
+            ]("boom")
+        return super().forward(x)
+
+
+class HalfNaN(Source):
+    """Source whose logits are NaN for the first half of every batch (a diverged method)."""
+
+    def forward(self, x):
+        logits = super().forward(x).clone()
+        logits[: len(x) // 2] = float("nan")
+        return logits
+
+
+@pytest.fixture(scope="module")
+def source_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("source")
+    return out, run(compose_run("method=source", "save_predictions=true"), out)
+
+
+def test_run_writes_online_summary_stream_and_config(source_run):
+    out, summary = source_run
+    online = pd.read_csv(out / "online.csv")
+    assert list(online.columns) == list(ONLINE_COLUMNS)
+    assert set(SUMMARY_REQUIRED) <= set(summary.columns)
+    assert summary["domain"].tolist() == ["gaussian_noise", "contrast", "all"]
+    assert (summary["status"] == "complete").all()
+    assert (summary["method"] == "source").all() and (summary["stream"] == "iid").all()
+    assert (out / "stream.npz").exists() and (out / "config.yaml").exists()
+    # The summary is consistent with the online log.
+    assert summary.iloc[-1]["n"] == online["n"].sum() == 2 * 256
+    err = 100 * (1 - online["correct"].sum() / online["n"].sum())
+    assert summary.iloc[-1]["error"] == pytest.approx(err)
+    assert online["cum_acc"].iloc[-1] == pytest.approx(1 - err / 100)
+    # Last partial batch kept: 256 = 4 x 64 per domain, then the stream ends exactly.
+    assert online.groupby("domain")["n"].sum().to_dict() == {"contrast": 256, "gaussian_noise": 256}
+
+
+def test_predictions_one_row_per_sample_in_stream_order(source_run):
+    out, summary = source_run
+    preds = pd.read_csv(out / "predictions.csv")
+    assert list(preds.columns) == ["domain", "severity", "index", "label", "pred"]
+    assert len(preds) == summary.iloc[-1]["n"]
+    for _, group in preds.groupby("domain"):
+        assert sorted(group["index"]) == list(range(256)), "every sample exactly once"
+    error = 100 * (preds["label"] != preds["pred"]).mean()
+    assert summary.iloc[-1]["error"] == pytest.approx(error)
+
+
+def test_same_config_and_seed_give_identical_csv_apart_from_timing(source_run, tmp_path):
+    out, _ = source_run
+    run(compose_run("method=source", "save_predictions=true"), tmp_path)
+    for name in ("online.csv", "summary.csv", "predictions.csv"):
+        a, b = pd.read_csv(out / name), pd.read_csv(tmp_path / name)
+        pd.testing.assert_frame_equal(
+            a.drop(columns="seconds", errors="ignore"), b.drop(columns="seconds", errors="ignore")
+        )
+
+
+def test_bn_beats_source_on_the_corrupted_iid_stream(source_run, tmp_path):
+    _, source = source_run
+    bn = run(compose_run("method=bn"), tmp_path)
+    assert bn.iloc[-1]["error"] < source.iloc[-1]["error"] - 5
+
+
+def test_a_failing_method_is_recorded_and_keeps_its_rows(tmp_path):
+    cfg = compose_run(f"method._target_={__name__}.FailingAt", "+method.at=2")
+    summary = run(cfg, tmp_path)  # does not raise: a sweep goes on
+    assert (summary["status"] == "failed").all()
+    assert "boom" in summary.iloc[-1]["message"]
+    assert len(pd.read_csv(tmp_path / "online.csv")) == 2
+    assert "RuntimeError" in (tmp_path / "error.txt").read_text()
+
+
+def test_an_interrupted_run_keeps_its_rows_and_resumes(tmp_path):
+    cfg = compose_run(
+        f"method._target_={__name__}.FailingAt", "+method.at=3", "+method.error=KeyboardInterrupt"
+    )
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, tmp_path)
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert (summary["status"] == "incomplete").all() and summary.iloc[-1]["n"] == 3 * 64
+    # Re-running in the same directory redoes the run and keeps the partial rows aside.
+    summary = run(compose_run("method=source"), tmp_path)
+    assert (summary["status"] == "complete").all()
+    assert len(pd.read_csv(tmp_path / "online.attempt1.csv")) == 3
+    # A complete run is not repeated.
+    before = (tmp_path / "summary.csv").stat().st_mtime_ns
+    run(compose_run("method=source"), tmp_path)
+    assert (tmp_path / "summary.csv").stat().st_mtime_ns == before
+
+
+def test_a_diverging_method_is_reported_not_crashed_on(tmp_path):
+    summary = run(compose_run(f"method._target_={__name__}.HalfNaN"), tmp_path)
+    assert (summary["status"] == "complete").all()
+    assert summary.iloc[-1]["nonfinite"] == 256  # half of 512 samples
+    assert summary.iloc[-1]["error"] >= 50.0
+    online = pd.read_csv(tmp_path / "online.csv")
+    assert (online["nonfinite"] == online["n"] // 2).all()
+
+
+def test_method_seed_and_stream_seed_are_separate(tmp_path):
+    a = run(compose_run("seed=1", "stream_seed=7"), tmp_path / "a")
+    b = run(compose_run("seed=2", "stream_seed=7"), tmp_path / "b")
+    c = run(compose_run("seed=2", "stream_seed=8"), tmp_path / "c")
+    assert a["stream_sha256"].iloc[0] == b["stream_sha256"].iloc[0]
+    assert b["stream_sha256"].iloc[0] != c["stream_sha256"].iloc[0]
+    assert torch.equal(torch.tensor(a["n"].values), torch.tensor(c["n"].values))

@@ -1,0 +1,96 @@
+"""The ``ttabench`` command: a thin front end over plain functions.
+
+``run`` is a Hydra app (``@hydra.main`` parses ``sys.argv`` itself, so the front end rewrites it);
+the other subcommands are argparse. Configuration mistakes (an unknown group option, a bad knob,
+a missing data root) end with a one-paragraph error and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from ttabench.config import config_dir, list_groups
+
+USAGE = """usage: ttabench <command> [arguments]
+
+commands:
+  run        stream a corrupted test set through a model and a TTA method (Hydra overrides;
+             `ttabench run --help` lists the config groups and their options)
+  compare    collect summary.csv files into an error table (`ttabench compare --help`)
+  list       list the config groups and their options
+  pretrain   retrain the embedded source model (`ttabench pretrain --help`)
+"""
+
+
+def _run(argv: list[str]) -> int:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.errors import InstantiationException
+    from hydra.types import RunMode
+    from omegaconf import DictConfig
+
+    from ttabench.run import run
+
+    @hydra.main(config_path=str(config_dir()), config_name="run", version_base="1.3")
+    def task(cfg: DictConfig) -> None:
+        try:
+            summary = run(cfg)
+        except (InstantiationException, ValueError, FileNotFoundError) as exc:
+            print(f"ttabench run: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        columns = ["domain", "severity", "n", "error", "status"]
+        print(summary[columns].to_string(index=False, float_format="%.2f"))
+        print(f"results: {HydraConfig.get().runtime.output_dir}")
+        if HydraConfig.get().mode == RunMode.RUN and summary["status"].iloc[-1] != "complete":
+            sys.exit(1)
+
+    sys.argv = ["ttabench run", *argv]
+    task()
+    return 0
+
+
+def _list(argv: list[str]) -> int:
+    for group, options in list_groups().items():
+        print(f"{group}: {', '.join(options)}")
+    return 0
+
+
+def _pretrain(argv: list[str]) -> int:
+    from ttabench.pretrain import main
+
+    return main(argv)
+
+
+def _compare(argv: list[str]) -> int:
+    from ttabench.compare import main
+
+    return main(argv)
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "run": _run,
+    "compare": _compare,
+    "list": _list,
+    "pretrain": _pretrain,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0
+    command = COMMANDS.get(argv[0])
+    if command is None:
+        print(
+            f"ttabench: unknown command {argv[0]!r}; valid: {', '.join(COMMANDS)}\n",
+            file=sys.stderr,
+        )
+        print(USAGE, end="", file=sys.stderr)
+        return 2
+    return command(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""Shared batched building blocks that replay the numerics of Hendrycks & Dietterich (ICLR 2019).
+
+The corruptions of "Benchmarking Neural Network Robustness to Common Corruptions and
+Perturbations" were computed image by image with numpy, scipy, scikit-image, OpenCV and
+ImageMagick. The helpers here rebuild the few primitives they share as batched torch ops on any
+device, reproducing the library numerics where that is what decides the output bytes:
+
+* ``to_unit`` / ``to_uint8``: ``x / 255`` in float64 and ``np.uint8(np.clip(x, 0, 1) * 255)``,
+  i.e. truncation, not rounding.
+* ``gaussian_filter``: ``skimage.filters.gaussian`` = ``scipy.ndimage.gaussian_filter`` with the
+  same weights and the same accumulation order as scipy's C loop, so results agree bit for bit.
+* ``clipped_zoom``: the scripts' centre crop + ``scipy.ndimage.zoom(order=1)`` + centred trim.
+* ``magick_motion_blur``: ImageMagick 6 ``MotionBlurImage`` on 8-bit data (Q16 quanta).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+Shape = Sequence[int]
+
+
+class RandomSource:
+    """All randomness of one ``corrupt`` call, drawn from one ``torch.Generator``.
+
+    Random tensors are created on the generator's device (so a given generator state gives the
+    same numbers whatever the image device) and then moved to ``device``. Without a generator,
+    torch's global RNG of ``device`` is used.
+    """
+
+    def __init__(self, generator: torch.Generator | None, device: torch.device) -> None:
+        self.generator = generator
+        self.device = torch.device(device)
+        self._source = generator.device if generator is not None else self.device
+
+    def _kw(self) -> dict:
+        return {"generator": self.generator, "device": self._source}
+
+    def normal(self, shape: Shape, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
+        """float64 N(mean, std**2) samples."""
+        z = torch.randn(tuple(shape), dtype=torch.float64, **self._kw())
+        return (z * std + mean).to(self.device)
+
+    def uniform(self, shape: Shape, low: float, high: float) -> torch.Tensor:
+        """float64 U[low, high) samples (numpy's ``low + (high - low) * random()``)."""
+        u = torch.rand(tuple(shape), dtype=torch.float64, **self._kw())
+        return (low + (high - low) * u).to(self.device)
+
+    def integers(self, shape: Shape, low: int, high: int) -> torch.Tensor:
+        """int64 samples uniform on ``[low, high)`` like ``np.random.randint``."""
+        return torch.randint(low, high, tuple(shape), **self._kw()).to(self.device)
+
+    def poisson(self, rates: torch.Tensor) -> torch.Tensor:
+        """float64 Poisson(rates) samples."""
+        src = rates.to(self._source, torch.float64)
+        return torch.poisson(src, generator=self.generator).to(self.device)
+
+
+def to_unit(images: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """uint8 -> ``x / 255`` (``np.array(img) / 255.``; float32 where the script casts first)."""
+    return images.to(dtype) / 255.0
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """``np.uint8(np.clip(x, 0, 1) * 255)`` in the dtype of ``x``: clip, scale, truncate."""
+    return (x.clamp(0, 1) * 255).floor_().to(torch.uint8)
+
+
+def extension_index(n: int, before: int, after: int, mode: str, device: torch.device):
+    """Source indices of a 1-D signal of length ``n`` padded by ``before``/``after`` samples.
+
+    Modes use scipy.ndimage names: ``nearest`` (edge repeat, OpenCV BORDER_REPLICATE),
+    ``reflect`` (half-sample symmetric ``dcba|abcd|dcba``), ``mirror`` (whole-sample
+    ``dcb|abcd|cba``, OpenCV BORDER_REFLECT_101). Any pad width works, also wider than ``n``.
+    """
+    i = torch.arange(-before, n + after, device=device)
+    if mode == "nearest" or n == 1:
+        return i.clamp(0, n - 1)
+    if mode == "reflect":
+        i = i.remainder(2 * n)
+        return torch.where(i >= n, 2 * n - 1 - i, i)
+    if mode == "mirror":
+        i = i.remainder(2 * n - 2)
+        return torch.where(i >= n, 2 * n - 2 - i, i)
+    raise ValueError(f"unknown extension mode {mode!r}")
+
+
+def pad2d(x: torch.Tensor, radius: int, mode: str) -> torch.Tensor:
+    """Pad the last two dims of ``x`` by ``radius`` on every side (see ``extension_index``)."""
+    h, w = x.shape[-2:]
+    rows = extension_index(h, radius, radius, mode, x.device)
+    cols = extension_index(w, radius, radius, mode, x.device)
+    return x.index_select(-2, rows).index_select(-1, cols)
+
+
+def gaussian_weights(sigma: float, truncate: float) -> np.ndarray:
+    """scipy's ``_gaussian_kernel1d`` weights (radius ``int(truncate * sigma + 0.5)``)."""
+    radius = int(truncate * float(sigma) + 0.5)
+    x = np.arange(-radius, radius + 1)
+    phi = np.exp(-0.5 / (sigma * sigma) * x**2)
+    return phi / phi.sum()
+
+
+def correlate1d_symmetric(x: torch.Tensor, weights: np.ndarray, dim: int, mode: str):
+    """scipy ``correlate1d`` with a symmetric odd kernel, in scipy's accumulation order.
+
+    scipy's C loop computes ``w[0] * x[i]`` and then adds ``(x[i - j] + x[i + j]) * w[j]`` for
+    ``j = r .. 1``; doing the same (no fused multiply-add) makes the float64 result identical,
+    which matters because the final ``np.uint8`` truncation turns 1-ulp differences on
+    integer-valued pixels (flat regions) into 1-grey-level differences.
+    """
+    r = len(weights) // 2
+    n = x.shape[dim]
+    xp = x.index_select(dim, extension_index(n, r, r, mode, x.device))
+    acc = xp.narrow(dim, r, n) * float(weights[r])
+    for j in range(r, 0, -1):
+        pair = xp.narrow(dim, r - j, n) + xp.narrow(dim, r + j, n)
+        acc = acc + pair * float(weights[r - j])
+    return acc
+
+
+def gaussian_filter(x: torch.Tensor, sigma: float, mode: str = "nearest", truncate: float = 4.0):
+    """``skimage.filters.gaussian(x, sigma, mode, truncate, channel_axis=-1)`` on (..., H, W).
+
+    scipy filters axis 0 (rows) first, then axis 1; a sigma of (almost) zero is a copy.
+    """
+    if sigma <= 1e-15:
+        return x.clone()
+    w = gaussian_weights(sigma, truncate)
+    return correlate1d_symmetric(correlate1d_symmetric(x, w, -2, mode), w, -1, mode)
+
+
+def clipped_zoom(x: torch.Tensor, zoom: float) -> torch.Tensor:
+    """The scripts' ``clipped_zoom`` on (..., H, W): crop, ``scipy.ndimage.zoom(order=1)``, trim.
+
+    The centre crop has ``ceil(h / zoom)`` pixels and is resized to ``round(crop * zoom)``;
+    scipy's order-1 zoom maps corner to corner, i.e. ``align_corners=True`` bilinear
+    interpolation, computed here in float64 like scipy. The script uses the height for both
+    axes; each axis is treated on its own here, which is the same for square images.
+    """
+    h, w = x.shape[-2:]
+    ch, cw = int(np.ceil(h / zoom)), int(np.ceil(w / zoom))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    crop = x[..., top : top + ch, left : left + cw]
+    zh, zw = int(round(ch * zoom)), int(round(cw * zoom))
+    lead = crop.shape[:-2]
+    flat = crop.reshape(-1, 1, ch, cw).to(torch.float64)
+    out = F.interpolate(flat, size=(zh, zw), mode="bilinear", align_corners=True)
+    out = out.reshape(*lead, zh, zw).to(x.dtype)
+    th, tw = (zh - h) // 2, (zw - w) // 2
+    return out[..., th : th + h, tw : tw + w]
+
+
+# ImageMagick's constants (magick/image-private.h): M_PI and sqrt(2 pi) as doubles.
+_MAGICK_SQ2PI = 2.50662827463100024161235523934010416269302368164062
+
+
+def magick_motion_kernel(radius: float, sigma: float) -> np.ndarray:
+    """IM6 ``GetMotionBlurKernel``: one-sided Gaussian over ``2 * ceil(radius) + 1`` taps."""
+    width = int(2.0 * math.ceil(radius) + 1.0)
+    k = [math.exp(-(i * i) / (2.0 * sigma * sigma)) / (_MAGICK_SQ2PI * sigma) for i in range(width)]
+    norm = 0.0
+    for v in k:  # sequential sum, as IM does
+        norm += v
+    return np.array([v / norm for v in k])
+
+
+def magick_motion_offsets(width: int, angles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image integer tap offsets (dy, dx), each (B, width), of IM6 ``MotionBlurImage``."""
+    rad = math.pi * angles.to(torch.float64) / 180.0
+    px, py = width * torch.sin(rad), width * torch.cos(rad)
+    hyp = torch.hypot(px, py)[:, None]
+    i = torch.arange(width, dtype=torch.float64, device=angles.device)[None, :]
+    dx = torch.ceil(i * py[:, None] / hyp - 0.5).long()
+    dy = torch.ceil(i * px[:, None] / hyp - 0.5).long()
+    return dy, dx
+
+
+def magick_motion_blur(x: torch.Tensor, radius: float, sigma: float, angles: torch.Tensor):
+    """ImageMagick 6 (Q16) motion blur of uint8 images (B, C, H, W), one angle per image.
+
+    Replays what ``wand``'s ``MagickMotionBlurImage`` does to an 8-bit PNG: quanta are
+    ``257 * v``; each output is the kernel-weighted sum of the pixels at the taps'
+    offsets (edge virtual pixels = clamped indices), accumulated tap by tap in float64,
+    rounded to a Q16 quantum (``ClampToQuantum``) and written back to 8 bits by truncating
+    ``q / 257`` (measured on ImageMagick 6.9.11 Q16: bit-identical). Returns uint8.
+    """
+    b, c, h, w = x.shape
+    kernel = magick_motion_kernel(radius, sigma)
+    dy, dx = magick_motion_offsets(len(kernel), angles.to(x.device))
+    quanta = x.to(torch.float64) * 257.0
+    rows0 = torch.arange(h, device=x.device)
+    cols0 = torch.arange(w, device=x.device)
+    acc = torch.zeros_like(quanta)
+    for i, k in enumerate(kernel.tolist()):
+        rows = (rows0[None, :] + dy[:, i : i + 1]).clamp(0, h - 1)  # (B, H)
+        cols = (cols0[None, :] + dx[:, i : i + 1]).clamp(0, w - 1)  # (B, W)
+        shifted = quanta.gather(2, rows[:, None, :, None].expand(b, c, h, w))
+        shifted = shifted.gather(3, cols[:, None, None, :].expand(b, c, h, w))
+        acc = acc + k * shifted
+    q = (acc + 0.5).floor_().clamp_(0, 65535)
+    return torch.div(q, 257, rounding_mode="floor").to(torch.uint8)

@@ -1,0 +1,138 @@
+"""The offline embedded benchmark: the synthetic test split under every available corruption.
+
+Works like CIFAR-10-C generated on the fly: 10 classes x 1,000 test images, each corruption at
+severities 1-5 with the CIFAR parameter tables. Each domain is corrupted once, in fixed chunks
+with generators seeded by (seed, corruption, severity, chunk), and cached as a ``.npy`` file that
+is then memory-mapped, so only the rows a batch needs are read. The cache key covers the
+generator, the corruption code and the seed, so a code change never serves stale images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ttabench.data import synthetic
+from ttabench.data.base import Domain
+from ttabench.data.corruptions import available_corruptions, corrupt
+
+CLEAN = "clean"  # pseudo-corruption: the clean test images (severity 0)
+_CHUNK = 1000
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """``cache_dir``, else ``$TTABENCH_CACHE``, else ``~/.cache/ttabench``."""
+    if cache_dir:
+        return Path(cache_dir)
+    return Path(os.environ.get("TTABENCH_CACHE", Path.home() / ".cache" / "ttabench"))
+
+
+def _corruption_code_hash() -> str:
+    pkg = Path(__file__).parent / "corruptions"
+    h = hashlib.sha256()
+    for path in sorted(pkg.glob("*.py")):
+        h.update(path.name.encode() + path.read_bytes())
+    return h.hexdigest()
+
+
+class EmbeddedCorruptions:
+    """The synthetic test split under corruptions (see module docstring).
+
+    Args:
+        corruptions: corruption names in stream order (``clean`` allowed).
+        severity: one severity 1-5, or a list of them.
+        n_per_domain: keep only the first ``n`` test images of every domain (quick runs);
+            the split's labels are a seeded permutation, so any prefix is near-balanced.
+        seed: generator seed for the clean images and the corruption noise.
+        cache_dir: where generated domains are cached (default ``$TTABENCH_CACHE``).
+    """
+
+    num_classes = len(synthetic.CLASSES)
+    class_names = synthetic.CLASSES
+
+    def __init__(
+        self,
+        corruptions: Sequence[str],
+        severity: int | Sequence[int] = 5,
+        n_per_domain: int | None = None,
+        seed: int = 0,
+        cache_dir: str | None = None,
+        name: str = "embedded",
+    ) -> None:
+        valid = [CLEAN, *available_corruptions()]
+        unknown = [c for c in corruptions if c not in valid]
+        if unknown or not corruptions:
+            raise ValueError(f"unknown corruption(s) {unknown}; valid: {valid}")
+        severities = [severity] if isinstance(severity, int) else list(severity)
+        if not severities or any(s not in range(1, 6) for s in severities):
+            raise ValueError(f"severity must be in 1..5 (or a list of them), got {severity}")
+        if n_per_domain is not None and n_per_domain < 1:
+            raise ValueError(f"n_per_domain must be >= 1 or null, got {n_per_domain}")
+        self.name = name
+        self.seed = seed
+        self.n_per_domain = n_per_domain
+        self.domains = [
+            Domain(c, 0 if c == CLEAN else s)
+            for c in corruptions
+            for s in ([0] if c == CLEAN else severities)
+        ]
+        key = hashlib.sha256(
+            (synthetic.fingerprint(seed) + _corruption_code_hash()).encode()
+        ).hexdigest()[:16]
+        self.cache = cache_root(cache_dir) / "embedded" / key
+        self._arrays: dict[Domain, np.ndarray] = {}
+
+    def labels(self, domain: Domain) -> np.ndarray:
+        return self._load(Domain(CLEAN, 0), "labels")[: self.n_per_domain].astype(np.int64)
+
+    def images(self, domain: Domain, indices: np.ndarray) -> torch.Tensor:
+        array = self._domain_images(domain)
+        if self.n_per_domain is not None and len(indices) and indices.max() >= self.n_per_domain:
+            raise IndexError(f"index beyond n_per_domain={self.n_per_domain}")
+        return torch.from_numpy(np.ascontiguousarray(array[indices]))
+
+    def provenance(self) -> dict[str, str]:
+        return {
+            "source": "embedded",
+            "generator_fingerprint": synthetic.fingerprint(self.seed)[:16],
+            "corruption_profile": "cifar",
+            "seed": str(self.seed),
+        }
+
+    def _domain_images(self, domain: Domain) -> np.ndarray:
+        if domain.corruption != CLEAN and domain.corruption not in available_corruptions():
+            raise ValueError(f"unknown corruption {domain.corruption!r}")
+        if domain not in self._arrays:
+            self._arrays[domain] = self._load(domain, "images")
+        return self._arrays[domain]
+
+    def _load(self, domain: Domain, what: str) -> np.ndarray:
+        """Memory-map a cached array, generating and caching it first if needed."""
+        path = self.cache / f"{domain.corruption}-{domain.severity}-{what}.npy"
+        if not path.exists():
+            self.cache.mkdir(parents=True, exist_ok=True)
+            array = self._generate(domain, what)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+            np.save(tmp, array)
+            os.replace(tmp, path)  # atomic: parallel runs never read a half-written file
+        return np.load(path, mmap_mode="r")
+
+    def _generate(self, domain: Domain, what: str) -> np.ndarray:
+        if domain.corruption == CLEAN:
+            images, labels = synthetic.generate("test", self.seed)
+            return labels if what == "labels" else images
+        clean = torch.from_numpy(np.asarray(self._load(Domain(CLEAN, 0), "images")))
+        out = torch.empty_like(clean)
+        name_key = zlib.crc32(domain.corruption.encode())
+        for start in range(0, len(clean), _CHUNK):
+            key = np.random.SeedSequence([self.seed, name_key, domain.severity, start])
+            gen = torch.Generator().manual_seed(int(key.generate_state(1, np.uint64)[0] >> 1))
+            chunk = clean[start : start + _CHUNK]
+            out[start : start + _CHUNK] = corrupt(chunk, domain.corruption, domain.severity, gen)
+        return out.numpy()

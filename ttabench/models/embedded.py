@@ -1,0 +1,58 @@
+"""The embedded source model: a ResNet-8 trained on the synthetic data, shipped in the package.
+
+The checkpoint's JSON record carries the fingerprint of the data generator it was trained on;
+loading it against a different generator is an error (retrain with `ttabench pretrain`), so the
+generator and the weights cannot drift apart silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from ttabench.data import synthetic
+from ttabench.models.small_resnet import SmallResNet
+from ttabench.models.wrapper import NormalizedModel
+
+CHECKPOINT = Path(__file__).parent / "weights" / "embedded_resnet8.pt"
+INPUT_MEAN = (0.5, 0.5, 0.5)
+INPUT_STD = (0.25, 0.25, 0.25)
+
+
+def build_net(width: int = 1, blocks_per_stage: int = 1) -> SmallResNet:
+    return SmallResNet(len(synthetic.CLASSES), width, blocks_per_stage)
+
+
+def load_embedded(checkpoint: str | Path | None = None, data_seed: int = 0) -> NormalizedModel:
+    """Build the embedded model and load its shipped (or given) checkpoint.
+
+    Raises:
+        FileNotFoundError: the checkpoint or its JSON record is missing.
+        ValueError: the checkpoint's SHA-256 or data fingerprint does not match.
+    """
+    path = Path(checkpoint) if checkpoint else CHECKPOINT
+    record_path = path.with_suffix(".json")
+    if not path.is_file() or not record_path.is_file():
+        raise FileNotFoundError(
+            f"embedded model checkpoint not found: expected {path} and {record_path}; "
+            "create them with `ttabench pretrain`"
+        )
+    record = json.loads(record_path.read_text())
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != record["sha256"]:
+        raise ValueError(f"{path}: SHA-256 {digest} does not match its record {record['sha256']}")
+    expected = synthetic.fingerprint(data_seed)
+    if record["dataset_fingerprint"] != expected:
+        raise ValueError(
+            f"{path} was trained on synthetic data with fingerprint "
+            f"{record['dataset_fingerprint'][:12]}..., but the generator now gives "
+            f"{expected[:12]}... (ttabench/data/synthetic.py changed). Retrain it with: "
+            f"{record['command']}"
+        )
+    cfg = record["config"]
+    net = build_net(cfg["width"], cfg["blocks_per_stage"])
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return NormalizedModel(net, record["input_mean"], record["input_std"]).eval()
