@@ -9,11 +9,11 @@ from torch import nn
 
 from ttabench.config import config_dir
 from ttabench.methods.base import TTAMethod
-from ttabench.methods.bn import BatchNormAdapt
 from ttabench.methods.source import Source
 from ttabench.models.embedded import load_embedded
 from ttabench.models.small_resnet import SmallResNet
 from ttabench.models.wrapper import NormalizedModel
+from ttabench.norms.bn import BatchStatsNorm
 
 from .conftest import compose_run
 
@@ -29,7 +29,7 @@ def shifted_batch(n: int = 32) -> torch.Tensor:
 @pytest.mark.parametrize("name", METHODS)
 def test_every_method_config_honours_the_contract(name):
     cfg = compose_run(f"method={name}")
-    method = instantiate(cfg.method, model=load_embedded())
+    method = instantiate(cfg.method, model=instantiate(cfg.norm).apply(load_embedded()))
     assert isinstance(method, TTAMethod)
     x = shifted_batch()
     logits = method(x)
@@ -51,14 +51,14 @@ def test_source_matches_the_frozen_model_and_keeps_running_stats():
 
 def test_bn_uses_batch_statistics_and_differs_from_source_on_shifted_data():
     x = shifted_batch()
-    source, bn = Source(load_embedded()), BatchNormAdapt(load_embedded())
+    source, bn = Source(load_embedded()), Source(BatchStatsNorm().apply(load_embedded()))
     assert not torch.allclose(source(x), bn(x), atol=1e-3)
     # With batch statistics, a sample's output depends on the rest of its batch.
     assert not torch.allclose(bn(x)[:1], bn(torch.cat([x[:1], x[1:].flip(2) * 0.5]))[:1])
 
 
 def test_bn_normalises_each_batch_to_zero_mean_unit_variance():
-    method = BatchNormAdapt(load_embedded())
+    method = Source(BatchStatsNorm().apply(load_embedded()))
     seen = {}
     method.model.net.bn1.register_forward_hook(lambda m, i, o: seen.update(out=o))
     method(shifted_batch())
@@ -68,10 +68,16 @@ def test_bn_normalises_each_batch_to_zero_mean_unit_variance():
     assert (normalised.var(dim=(0, 2, 3), unbiased=False) - 1).abs().max() < 1e-2
 
 
-def test_bn_without_batchnorm_layers_is_a_clear_error():
-    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(10))
+def test_method_bn_is_source_with_norm_bn_and_norm_can_be_overridden():
+    assert compose_run("method=bn").hydra.runtime.choices.norm == "bn"
+    assert compose_run("method=source").hydra.runtime.choices.norm == "source"
+    assert compose_run("method=bn", "norm=source").hydra.runtime.choices.norm == "source"
+
+
+def test_norm_bn_without_batchnorm_layers_is_a_clear_error():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
     with pytest.raises(ValueError, match="BatchNorm"):
-        BatchNormAdapt(NormalizedModel(net, (0.5,) * 3, (0.25,) * 3))
+        BatchStatsNorm().apply(NormalizedModel(net, (0.5,) * 3, (0.25,) * 3))
 
 
 def test_reset_restores_buffers_changed_during_adaptation():

@@ -67,6 +67,18 @@ def test_permutation_streams_visit_every_sample_once_per_visit(ordering, schedul
     assert len(plan) == sum(expected.values()) * len(y)
 
 
+@pytest.mark.parametrize("schedule", schedule_registry.names())
+def test_with_replacement_orderings_compose_with_every_schedule(schedule):
+    y = balanced(10, 30)
+    stream = Stream(domains=schedule, labels="imbalanced", imbalance_ratio=10.0, n_samples=500)
+    plan = stream.build(DOMAINS, SameLabels(y))
+    visits = 1 if schedule == "mixed" else 27 if schedule == "gradual" else len(DOMAINS)
+    per_visit = 500 * (len(DOMAINS) if schedule == "mixed" else 1)
+    assert len(plan) == visits * per_visit  # n_samples draws per pooled domain
+    assert plan.indices.min() >= 0 and plan.indices.max() < len(y)
+    assert set(plan.domains) == set(Counter(plan.domains[d] for d in plan.domain_ids))
+
+
 @pytest.mark.parametrize("ordering", ordering_registry.names())
 @pytest.mark.parametrize("batch_size", [1, 7, 64])
 def test_batches_are_cut_within_visits_and_keep_the_last_partial_batch(ordering, batch_size):

@@ -23,7 +23,7 @@ from ttabench.results import OnlineLog, summarize, write_csv_atomic
 from ttabench.runner import StreamRecord, run_stream
 
 log = logging.getLogger(__name__)
-PARTS = ("model", "dataset", "stream", "method")
+PARTS = ("model", "dataset", "stream", "norm", "method")
 
 
 def run(cfg: DictConfig, run_dir: str | Path | None = None) -> pd.DataFrame:
@@ -50,6 +50,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> pd.DataFrame:
     meta = _choices(cfg) | {
         "seed": cfg.seed,
         "stream_seed": cfg.stream.seed,
+        "norm_params": ";".join(f"{k}={v}" for k, v in cfg.norm.items() if k != "_target_"),
         "stream_sha256": plan.sha256(),
         "provenance": ";".join(f"{k}={v}" for k, v in dataset.provenance().items()),
     }
@@ -57,7 +58,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> pd.DataFrame:
     online = OnlineLog(run_dir / "online.csv")
     status, message = "complete", ""
     try:
-        method = instantiate(cfg.method, model=instantiate(cfg.model).to(device))
+        model = instantiate(cfg.norm).apply(instantiate(cfg.model)).to(device)
+        method = instantiate(cfg.method, model=model)
         run_stream(method, dataset, plan, device, online, record, cfg.get("progress", True))
     except KeyboardInterrupt:
         status, message = "incomplete", "interrupted"

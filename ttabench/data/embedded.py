@@ -127,7 +127,7 @@ class EmbeddedCorruptions:
         if domain.corruption == CLEAN:
             images, labels = synthetic.generate("test", self.seed)
             return labels if what == "labels" else images
-        clean = torch.from_numpy(np.asarray(self._load(Domain(CLEAN, 0), "images")))
+        clean = torch.from_numpy(np.array(self._load(Domain(CLEAN, 0), "images")))
         out = torch.empty_like(clean)
         name_key = zlib.crc32(domain.corruption.encode())
         for start in range(0, len(clean), _CHUNK):

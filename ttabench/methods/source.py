@@ -1,7 +1,9 @@
-"""``source``: the unadapted source model (running BatchNorm statistics, eval mode).
+"""``source``: no adaptation step; the prediction is the model's output on the batch.
 
-The lower bound every TTA table starts from (e.g. 43.5 % error for RobustBench's WRN-28-10 on
-CIFAR-10-C at severity 5; Croce et al., RobustBench, NeurIPS 2021 Datasets and Benchmarks).
+With the default ``norm=source`` this is the frozen source model (running BatchNorm statistics),
+the lower bound every TTA table starts from (e.g. 43.5 % error for RobustBench's WRN-28-10 on
+CIFAR-10-C at severity 5). With another norm it is that norm alone: ``method=bn`` is this class
+with ``norm=bn``, and ``method=unmix`` this class with ``norm=unmix``.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from ttabench.methods.base import TTAMethod
 
 
 class Source(TTAMethod):
-    """No adaptation: the prediction is the frozen model's output on the batch."""
+    """No parameter update: scores the model's forward pass (under whatever norm it carries)."""
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

@@ -127,7 +127,9 @@ class Stream:
             labels: ``labels(domain)``: int64 labels of all samples of a domain, dataset order.
 
         Returns:
-            The batched order of (domain, index) pairs.
+            The batched order of (domain, index) pairs. The domain table lists domains in
+            order of first visit. A pooled visit (``mixed``) presents its pool to the ordering
+            in "dataset order" with domains interleaved (index 0 of every domain, then 1, ...).
 
         Raises:
             ValueError: No domains, a domain without samples or with non-integer labels,

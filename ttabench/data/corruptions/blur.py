@@ -112,17 +112,25 @@ def glass_shuffle_index(h: int, w: int, delta: int, offsets: np.ndarray) -> np.n
     return np.ascontiguousarray(index.T)
 
 
-@register("glass_blur", random=True)
-def glass_blur(images: torch.Tensor, param: tuple, rng: RandomSource) -> torch.Tensor:
-    """Gaussian blur, truncate to uint8, shuffle pixels locally, Gaussian blur again."""
-    sigma, delta, iterations = param
+def glass_apply(images: torch.Tensor, param: tuple, offsets: torch.Tensor) -> torch.Tensor:
+    """Gaussian blur, truncate to uint8, shuffle pixels with the given offsets, blur again."""
+    sigma, delta, _ = param
     b, c, h, w = images.shape
     x = (gaussian_filter(to_unit(images), sigma) * 255).clamp_(0, 255).floor_()
-    steps = max(h - 2 * delta, 0) * max(w - 2 * delta, 0)
-    offsets = rng.integers((iterations, steps, b, 2), -delta, delta).cpu().numpy()
-    index = torch.from_numpy(glass_shuffle_index(h, w, delta, offsets)).to(x.device)
+    index = glass_shuffle_index(h, w, delta, offsets.cpu().numpy())
+    index = torch.from_numpy(index).to(x.device)
     x = x.reshape(b, c, h * w).gather(2, index[:, None, :].expand(b, c, h * w))
     return to_uint8(gaussian_filter(x.reshape(b, c, h, w) / 255.0, sigma))
+
+
+@register("glass_blur", random=True)
+def glass_blur(images: torch.Tensor, param: tuple, rng: RandomSource) -> torch.Tensor:
+    """Glass: local pixel shuffling between two Gaussian blurs (see ``glass_shuffle_index``)."""
+    _, delta, iterations = param
+    b, _, h, w = images.shape
+    steps = max(h - 2 * delta, 0) * max(w - 2 * delta, 0)
+    offsets = rng.integers((iterations, steps, b, 2), -delta, delta)
+    return glass_apply(images, param, offsets)
 
 
 @register("motion_blur", random=True)

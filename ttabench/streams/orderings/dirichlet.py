@@ -9,6 +9,10 @@ chunk j. The whole draw is repeated until every chunk holds at least ``min_chunk
 (10 in NOTE and Doebler, 5 in TTAB). Chunks are emitted in order, the class pieces of a chunk in
 random order, each piece contiguous. NOTE's beta is ttabench's ``delta``.
 
+Deviation, for robustness only: at tiny delta the masked mass can underflow to zero (NaN in the
+official code); the renormalised masked vector is then drawn directly from its exact law,
+Dirichlet(delta * 1) over the open chunks.
+
 Why this is fast: the class loop is inherently sequential (the capacity mask depends on the
 classes before), but each step is a handful of length-K array operations, all Dirichlet draws
 of an attempt are made at once, and an attempt is abandoned as soon as the samples left cannot

@@ -1,0 +1,24 @@
+"""Image corruptions of Hendrycks & Dietterich, ICLR 2019, as batched torch ops.
+
+"Benchmarking Neural Network Robustness to Common Corruptions and Perturbations" (CIFAR-10-C,
+ImageNet-C) rebuilt for on-the-fly generation: ``corrupt(images, name, severity, generator,
+profile)`` on uint8 (B, 3, H, W) batches on any device. Fidelity per corruption (exact,
+<= 1 grey level, or exact in distribution) is documented in each family module and measured by
+``tests/test_corruptions.py``.
+"""
+
+from .api import available_corruptions, corrupt
+from .registry import REGISTRY, UNAVAILABLE
+from .tables import COMMON_CORRUPTIONS, EXTRA_CORRUPTIONS, GROUPS, PROFILES, TABLES
+
+__all__ = [
+    "COMMON_CORRUPTIONS",
+    "EXTRA_CORRUPTIONS",
+    "GROUPS",
+    "PROFILES",
+    "REGISTRY",
+    "TABLES",
+    "UNAVAILABLE",
+    "available_corruptions",
+    "corrupt",
+]
