@@ -50,7 +50,9 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> pd.DataFrame:
     meta = _choices(cfg) | {
         "seed": cfg.seed,
         "stream_seed": cfg.stream.seed,
-        "norm_params": ";".join(f"{k}={v}" for k, v in cfg.norm.items() if k != "_target_"),
+        "batch_size": cfg.stream.batch_size,
+        "stream_params": _params(cfg.stream, skip=("_target_", "seed", "batch_size")),
+        "norm_params": _params(cfg.norm, skip=("_target_",)),
         "stream_sha256": plan.sha256(),
         "provenance": ";".join(f"{k}={v}" for k, v in dataset.provenance().items()),
     }
@@ -118,6 +120,11 @@ def _choices(cfg: DictConfig) -> dict[str, str]:
     else:
         choices = {}
     return {part: str(choices.get(part, cfg[part].get("_target_", "?"))) for part in PARTS}
+
+
+def _params(node: DictConfig, skip: tuple[str, ...]) -> str:
+    """``key=value;...`` of a config node, so tables can group by any constant."""
+    return ";".join(f"{k}={v}" for k, v in node.items() if k not in skip)
 
 
 def _device(name: str) -> torch.device:

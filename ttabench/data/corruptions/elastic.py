@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from .ops import RandomSource, extension_index, gaussian_filter, to_uint8, to_unit
+from .ops import RandomSource, gaussian_filter, to_uint8, to_unit
 from .registry import register
 
 _AB_BITS, _INTER_BITS = 10, 5  # OpenCV imgwarp.cpp fixed-point precision
@@ -110,7 +110,9 @@ def _reflect_coordinate(c: torch.Tensor, n: int) -> torch.Tensor:
     return torch.where(neg, cn, torch.where(c > n - 1, cp, c))
 
 
-def map_coordinates_reflect(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor):
+def map_coordinates_reflect(
+    x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
+) -> torch.Tensor:
     """``scipy.ndimage.map_coordinates(x, (rows, cols, channel), order=1, mode='reflect')``.
 
     x: float32 (B, C, H, W); rows, cols: float64 (B, H, W). Interpolates in float64 in scipy's
@@ -139,7 +141,13 @@ def _half_sample(i: torch.Tensor, n: int) -> torch.Tensor:
     return torch.where(i >= n, 2 * n - 1 - i, i)
 
 
-def elastic_apply(images, param, jitter, field_x, field_y) -> torch.Tensor:
+def elastic_apply(
+    images: torch.Tensor,
+    param: tuple,
+    jitter: torch.Tensor,
+    field_x: torch.Tensor,
+    field_y: torch.Tensor,
+) -> torch.Tensor:
     """Everything of elastic_transform after the draws.
 
     ``jitter`` (B, 3, 2) ~ U(-j, j) moves the anchor points; ``field_x``/``field_y`` (B, H, W)

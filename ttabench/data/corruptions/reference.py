@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import io
 import math
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+Rng = np.random.Generator | None
 
-def _nd():
+
+def _nd() -> Any:
     import scipy.ndimage as ndi  # test/bench extra only
 
     return ndi
@@ -32,18 +35,18 @@ def _out(x: np.ndarray) -> np.ndarray:
     return np.uint8(np.clip(x, 0, 1) * 255)
 
 
-def gaussian_noise(img, c, rng, draws=None):
+def gaussian_noise(img: np.ndarray, c: Any, rng: Rng = None, draws: Any = None) -> np.ndarray:
     x = img / 255.0
     noise = rng.normal(size=x.shape, scale=c) if draws is None else draws
     return _out(x + noise)
 
 
-def shot_noise(img, c, rng, draws=None):
+def shot_noise(img: np.ndarray, c: Any, rng: Rng = None, draws: Any = None) -> np.ndarray:
     x = img / 255.0
     return _out(rng.poisson(x * c) / c)
 
 
-def impulse_noise(img, c, rng, draws=None):
+def impulse_noise(img: np.ndarray, c: Any, rng: Rng = None, draws: Any = None) -> np.ndarray:
     # skimage.util.random_noise(mode='s&p'): per element Bernoulli(c), salt with prob 1/2
     x = (img / 255.0).copy()
     flipped = rng.random(x.shape) <= c
@@ -53,12 +56,12 @@ def impulse_noise(img, c, rng, draws=None):
     return _out(x)
 
 
-def speckle_noise(img, c, rng, draws=None):
+def speckle_noise(img: np.ndarray, c: Any, rng: Rng = None, draws: Any = None) -> np.ndarray:
     x = img / 255.0
     return _out(x + x * rng.normal(size=x.shape, scale=c))
 
 
-def cv_disk(radius, alias_blur):
+def cv_disk(radius: float, alias_blur: float) -> np.ndarray:
     """``disk()`` with OpenCV's float32 GaussianBlur written out (ksize 3/5, REFLECT_101)."""
     size = 8 if radius <= 8 else radius
     ksize = 3 if radius <= 8 else 5
@@ -85,23 +88,25 @@ def cv_disk(radius, alias_blur):
     return d
 
 
-def defocus_blur(img, c, rng=None, draws=None):
+def defocus_blur(img: np.ndarray, c: Any, rng: Rng = None, draws: Any = None) -> np.ndarray:
     x = img / 255.0
     k = cv_disk(*c).astype(np.float64)
     chans = [_nd().correlate(x[..., d], k, mode="mirror") for d in range(3)]
     return _out(np.stack(chans, -1))
 
 
-def _sk_gaussian(x, sigma, mode="nearest", truncate=4.0, channels=True):
+def _sk_gaussian(
+    x: np.ndarray, sigma: float, mode: str = "nearest", truncate: float = 4.0, channels: bool = True
+) -> np.ndarray:
     sig = (sigma, sigma, 0) if channels else sigma
     return _nd().gaussian_filter(x, sig, mode=mode, truncate=truncate)
 
 
-def gaussian_blur(img, c, rng=None, draws=None):
+def gaussian_blur(img: np.ndarray, c: Any, rng: Rng = None, draws: Any = None) -> np.ndarray:
     return _out(_sk_gaussian(img / 255.0, c))
 
 
-def glass_blur(img, c, rng, draws=None):
+def glass_blur(img: np.ndarray, c: Any, rng: Rng = None, draws: Any = None) -> np.ndarray:
     """``draws``: (iterations, steps, 2) offsets (dx, dy) in [-d, d), in loop order."""
     sigma, d, iters = c
     h, w = img.shape[:2]
@@ -120,7 +125,7 @@ def glass_blur(img, c, rng, draws=None):
     return _out(_sk_gaussian(x / 255.0, sigma))
 
 
-def magick_motion_blur(img, radius, sigma, angle):
+def magick_motion_blur(img: np.ndarray, radius: float, sigma: float, angle: float) -> np.ndarray:
     """ImageMagick 6 Q16 MotionBlurImage on an 8-bit image (H, W) or (H, W, C)."""
     width = int(2 * math.ceil(radius) + 1)
     k = [
@@ -144,12 +149,12 @@ def magick_motion_blur(img, radius, sigma, angle):
     return np.uint8(q // 257)
 
 
-def motion_blur(img, c, rng, draws=None):
+def motion_blur(img: np.ndarray, c: Any, rng: Rng = None, draws: Any = None) -> np.ndarray:
     angle = rng.uniform(-45, 45) if draws is None else draws
     return magick_motion_blur(img, c[0], c[1], angle)
 
 
-def clipped_zoom(img, z):
+def clipped_zoom(img: np.ndarray, z: float) -> np.ndarray:
     h = img.shape[0]
     ch = int(np.ceil(h / z))
     top = (h - ch) // 2
@@ -158,7 +163,7 @@ def clipped_zoom(img, z):
     return out[trim : trim + h, trim : trim + h]
 
 
-def zoom_blur(img, c, rng=None, draws=None):
+def zoom_blur(img: np.ndarray, c: Any, rng: Rng = None, draws: Any = None) -> np.ndarray:
     zooms = np.arange(1, c[0], c[1])
     x = (img / 255.0).astype(np.float32)
     out = np.zeros_like(x)
@@ -167,12 +172,12 @@ def zoom_blur(img, c, rng=None, draws=None):
     return _out((x + out) / (len(zooms) + 1))
 
 
-def plasma_fractal(mapsize, wibbledecay, uniform):
+def plasma_fractal(mapsize: int, wibbledecay: float, uniform: Any) -> np.ndarray:
     """Diamond-square; ``uniform(low, high, shape)`` supplies the draws in the script's order."""
     m = np.zeros((mapsize, mapsize))
     step, wibble = mapsize, 100.0
 
-    def wibbled(a):
+    def wibbled(a: np.ndarray) -> np.ndarray:
         return a / 4 + wibble * uniform(-wibble, wibble, a.shape)
 
     while step >= 2:
@@ -193,8 +198,8 @@ def plasma_fractal(mapsize, wibbledecay, uniform):
     return m / m.max()
 
 
-def fog(img, c, rng, draws=None):
-    """``draws``: list of U(-1, 1)-free raw uniform arrays in draw order (see plasma_fractal)."""
+def fog(img: np.ndarray, c: Any, rng: Rng = None, draws: Any = None) -> np.ndarray:
+    """``draws``: the uniform arrays consumed by ``plasma_fractal``, in draw order."""
     h, w = img.shape[:2]
     mapsize = 1 << max(max(h, w) - 1, 1).bit_length()
     it = iter(draws) if draws is not None else None
@@ -205,7 +210,7 @@ def fog(img, c, rng, draws=None):
     return _out(x * max_val / (max_val + c[0]))
 
 
-def snow(img, c, rng, draws=None):
+def snow(img: np.ndarray, c: Any, rng: Rng = None, draws: Any = None) -> np.ndarray:
     """``draws``: (layer (H, W) ~ N(c0, c1), angle)."""
     h, w = img.shape[:2]
     if draws is None:
@@ -222,7 +227,7 @@ def snow(img, c, rng, draws=None):
     return _out(x + layer + np.rot90(layer, k=2))
 
 
-def rgb2hsv(arr):
+def rgb2hsv(arr: np.ndarray) -> np.ndarray:
     out = np.empty_like(arr)
     v = arr.max(-1)
     delta = np.ptp(arr, axis=-1)
@@ -239,7 +244,7 @@ def rgb2hsv(arr):
     return out
 
 
-def hsv2rgb(arr):
+def hsv2rgb(arr: np.ndarray) -> np.ndarray:
     hi = np.floor(arr[..., 0] * 6)
     f = arr[..., 0] * 6 - hi
     p = arr[..., 2] * (1 - arr[..., 1])
@@ -251,31 +256,31 @@ def hsv2rgb(arr):
     return np.choose(hi, np.stack([np.stack(o, axis=-1) for o in opts]))
 
 
-def brightness(img, c, rng=None, draws=None):
+def brightness(img: np.ndarray, c: Any, rng: Rng = None, draws: Any = None) -> np.ndarray:
     x = rgb2hsv(img / 255.0)
     x[..., 2] = np.clip(x[..., 2] + c, 0, 1)
     return _out(hsv2rgb(x))
 
 
-def saturate(img, c, rng=None, draws=None):
+def saturate(img: np.ndarray, c: Any, rng: Rng = None, draws: Any = None) -> np.ndarray:
     x = rgb2hsv(img / 255.0)
     x[..., 1] = np.clip(x[..., 1] * c[0] + c[1], 0, 1)
     return _out(hsv2rgb(x))
 
 
-def contrast(img, c, rng=None, draws=None):
+def contrast(img: np.ndarray, c: Any, rng: Rng = None, draws: Any = None) -> np.ndarray:
     x = img / 255.0
     means = np.mean(x, axis=(0, 1), keepdims=True)
     return _out((x - means) * c + means)
 
 
-def pixelate(img, c, rng=None, draws=None):
+def pixelate(img: np.ndarray, c: Any, rng: Rng = None, draws: Any = None) -> np.ndarray:
     h, w = img.shape[:2]
     x = Image.fromarray(img).resize((int(w * c), int(h * c)), Image.BOX)
     return np.asarray(x.resize((w, h), Image.BOX))
 
 
-def jpeg_compression(img, c, rng=None, draws=None):
+def jpeg_compression(img: np.ndarray, c: Any, rng: Rng = None, draws: Any = None) -> np.ndarray:
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, "JPEG", quality=c)
     return np.asarray(Image.open(buf))
@@ -285,10 +290,21 @@ from .reference_elastic import elastic_transform  # noqa: E402
 
 #: name -> reference function ``f(img_hwc_uint8, params, rng, draws=None)``.
 REFERENCES = {
-    name: globals()[name]
-    for name in (
-        "gaussian_noise shot_noise impulse_noise speckle_noise defocus_blur gaussian_blur "
-        "glass_blur motion_blur zoom_blur snow fog brightness contrast elastic_transform "
-        "pixelate jpeg_compression saturate"
-    ).split()
+    "gaussian_noise": gaussian_noise,
+    "shot_noise": shot_noise,
+    "impulse_noise": impulse_noise,
+    "speckle_noise": speckle_noise,
+    "defocus_blur": defocus_blur,
+    "gaussian_blur": gaussian_blur,
+    "glass_blur": glass_blur,
+    "motion_blur": motion_blur,
+    "zoom_blur": zoom_blur,
+    "snow": snow,
+    "fog": fog,
+    "brightness": brightness,
+    "contrast": contrast,
+    "elastic_transform": elastic_transform,
+    "pixelate": pixelate,
+    "jpeg_compression": jpeg_compression,
+    "saturate": saturate,
 }

@@ -9,6 +9,8 @@ scipy's ``map_coordinates`` themselves. Needs scipy (a test extra), imported laz
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -16,7 +18,7 @@ def _out(x: np.ndarray) -> np.ndarray:
     return np.uint8(np.clip(x, 0, 1) * 255)
 
 
-def cv_affine(src, dst):
+def cv_affine(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """``cv2.getAffineTransform``: solve the 6 x 6 system in float64."""
     a, b = np.zeros((6, 6)), np.zeros(6)
     for i in range(3):
@@ -25,7 +27,7 @@ def cv_affine(src, dst):
     return np.linalg.solve(a, b).reshape(2, 3)
 
 
-def cv_warp_affine(img, m):
+def cv_warp_affine(img: np.ndarray, m: np.ndarray) -> np.ndarray:
     """OpenCV 3.x/4.x ``warpAffine`` (INTER_LINEAR, REFLECT_101) of float32 (H, W, C).
 
     Inverse map in 1/1024 fixed point, source positions rounded to 1/32 px, float32 weights.
@@ -47,7 +49,7 @@ def cv_warp_affine(img, m):
     fy = (yq & 31).astype(np.float32) * np.float32(1 / 32)
     fx, fy = fx[..., None], fy[..., None]
 
-    def at(r, c):
+    def at(r: np.ndarray, c: np.ndarray) -> np.ndarray:
         r = np.abs(r) if h == 1 else (r % (2 * h - 2))
         c = np.abs(c) if w == 1 else (c % (2 * w - 2))
         r = np.where(r >= h, 2 * h - 2 - r, r)
@@ -60,7 +62,9 @@ def cv_warp_affine(img, m):
     return out + at(sy + 1, sx + 1) * (fy * fx)
 
 
-def elastic_transform(img, c, rng, draws=None):
+def elastic_transform(
+    img: np.ndarray, c: Any, rng: np.random.Generator | None = None, draws: Any = None
+) -> np.ndarray:
     """``draws``: (jitter (3, 2) float32, field_x (H, W), field_y (H, W))."""
     scale, (af, sf, jf) = c
     alpha, sigma, jit = scale * af, scale * sf, scale * jf

@@ -85,7 +85,9 @@ def fog(images: torch.Tensor, param: tuple, rng: RandomSource) -> torch.Tensor:
     return fog_blend(images, plasma, strength)
 
 
-def snow_blend(images: torch.Tensor, layer: torch.Tensor, param: tuple, angles: torch.Tensor):
+def snow_blend(
+    images: torch.Tensor, layer: torch.Tensor, param: tuple, angles: torch.Tensor
+) -> torch.Tensor:
     """Everything of snow after the random draws, given the N(loc, scale) layer (B, H, W).
 
     Replays the script: clipped zoom of the layer (float64), threshold, truncation to an 8-bit

@@ -1,0 +1,32 @@
+"""Retraining the embedded model (slow: minutes on 2 CPU cores)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ttabench.models.embedded import load_embedded
+from ttabench.pretrain import PretrainConfig, main, train
+
+
+@pytest.mark.slow
+def test_pretraining_is_deterministic():
+    cfg = PretrainConfig(epochs=1)
+    first, acc_first, _ = train(cfg)
+    second, acc_second, _ = train(cfg)
+    assert acc_first == acc_second
+    for (name, a), (_, b) in zip(
+        first.state_dict().items(), second.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.slow
+def test_the_recorded_command_retrains_a_model_above_90_percent(tmp_path):
+    out = tmp_path / "model.pt"
+    assert main(["--out", str(out)]) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["clean_test_accuracy"] >= 0.90
+    load_embedded(out)  # its record verifies (SHA-256, data fingerprint)
