@@ -3,13 +3,25 @@
 A norm is instantiated from ``configs/norm/<name>.yaml`` and applied once to the freshly loaded
 model, before the method wraps it, so the method's ``reset`` restores the swapped layers' state
 too (their buffers are part of the model's state dict).
+
+Contract for methods that train normalisation parameters (TENT, RoTTA, ... on any ``norm``):
+every layer a norm swaps in is a :class:`NormLayer`. It keeps the source layer's affine
+``weight``/``bias`` as trainable ``nn.Parameter`` objects (``None`` for ``affine=False`` layers),
+so ``norm_parameters(model)`` (or ``isinstance(m, NormLayer)`` next to the usual
+``nn.BatchNorm*``/``LayerNorm``/``GroupNorm`` checks) finds them. Layers whose statistics move
+at test time do so whenever ``layer.adapt`` is true, in train and eval mode alike (``Source``
+predicts in eval mode); a method that wants a layer to update only on some forward passes (RoTTA:
+only on its memory batch) toggles ``adapt`` with ``set_adapt`` instead of relying on
+``module.training``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 BATCHNORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -21,6 +33,66 @@ class Norm:
 
     def apply(self, model: nn.Module) -> nn.Module:
         raise NotImplementedError
+
+
+class NormLayer(nn.Module):
+    """Common base of the BatchNorm replacements (``alpha``, ``ema``, ``rbn``, ``unmix``).
+
+    Copies what every replacement needs from the source BatchNorm layer: ``num_features``,
+    ``eps``, the affine ``weight``/``bias`` (fresh Parameters, so later methods can train them)
+    and the source running statistics as buffers ``source_mean``/``source_var``.
+
+    Attributes:
+        adapt: whether a forward pass may update the layer's statistics (default True; layers
+            without test-time state ignore it).
+    """
+
+    def __init__(self, bn: _BatchNorm) -> None:
+        super().__init__()
+        if bn.running_mean is None or bn.running_var is None:
+            raise ValueError(
+                f"{type(self).__name__} needs the source running statistics, but this "
+                f"{type(bn).__name__} has none (track_running_stats=False)"
+            )
+        self.num_features = bn.num_features
+        self.eps = bn.eps
+        self.adapt = True
+        self.weight = nn.Parameter(bn.weight.detach().clone()) if bn.affine else None
+        self.bias = nn.Parameter(bn.bias.detach().clone()) if bn.affine else None
+        self.register_buffer("source_mean", bn.running_mean.detach().clone())
+        self.register_buffer("source_var", bn.running_var.detach().clone())
+
+    def normalize(self, x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+        """``weight * (x - mean) / sqrt(var + eps) + bias`` for statistics of shape (C,) or
+        (B, C), as one fused multiply-add over ``x`` (gradients flow through the statistics)."""
+        scale = torch.rsqrt(var + self.eps)
+        if self.weight is not None:
+            scale = scale * self.weight
+        shift = -mean * scale
+        if self.bias is not None:
+            shift = shift + self.bias
+        shape = (*scale.shape[:-1], -1) if scale.dim() == 2 else (1, -1)
+        shape = shape + (1,) * (x.dim() - 2)
+        return torch.addcmul(shift.reshape(shape), x, scale.reshape(shape))
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, adapt={self.adapt}"
+
+
+def batch_axes(x: torch.Tensor) -> tuple[int, ...]:
+    """The axes BatchNorm reduces over: batch and every spatial/sequence axis, not channels."""
+    return (0, *range(2, x.dim()))
+
+
+def momentum_of(bn: _BatchNorm, override: float | None, norm: str) -> float:
+    """The update momentum: ``override`` if given, else the layer's own BN momentum."""
+    momentum = bn.momentum if override is None else override
+    if momentum is None:  # PyTorch's cumulative average (momentum=None) has no fixed rate
+        raise ValueError(
+            f"norm={norm} uses each BatchNorm layer's momentum, but a layer has momentum=None "
+            "(cumulative average); set the norm's momentum explicitly"
+        )
+    return float(momentum)
 
 
 def replace_batchnorm(
@@ -45,3 +117,27 @@ def require_batchnorm(count: int, norm: str) -> None:
             f"norm={norm} acts on BatchNorm layers, but the model has none (e.g. a GroupNorm "
             "or LayerNorm network); use norm=source with a method that does not need BatchNorm"
         )
+
+
+def norm_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """``(name, parameter)`` of the affine weight/bias of every normalisation layer: BatchNorm,
+    LayerNorm, GroupNorm and any :class:`NormLayer` a norm swapped in (TENT's trainable set,
+    extended to LN/GN as in the Doebler benchmark)."""
+    types = (_BatchNorm, nn.LayerNorm, nn.GroupNorm, NormLayer)
+    found = []
+    for module_name, module in model.named_modules():
+        if isinstance(module, types):
+            for param_name in ("weight", "bias"):
+                param = getattr(module, param_name, None)
+                if isinstance(param, nn.Parameter):
+                    found.append((f"{module_name}.{param_name}".lstrip("."), param))
+    return found
+
+
+def set_adapt(model: nn.Module, adapt: bool) -> int:
+    """Switch test-time statistic updates of every :class:`NormLayer` on or off; return how
+    many layers were switched."""
+    layers = [m for m in model.modules() if isinstance(m, NormLayer)]
+    for layer in layers:
+        layer.adapt = adapt
+    return len(layers)
