@@ -38,8 +38,6 @@ MINIMAL_RUN = "defaults:\n  - stream: iid\n  - _self_\n\nseed: 0\nstream_seed: $
 @pytest.fixture(params=["real", "minimal"])
 def config_dir(request, tmp_path) -> Path:
     if request.param == "real":
-        if not (CONFIGS / "run.yaml").exists():
-            pytest.skip("configs/run.yaml not written yet")
         return CONFIGS
     (tmp_path / "run.yaml").write_text(MINIMAL_RUN)
     (tmp_path / "stream").symlink_to(CONFIGS / "stream", target_is_directory=True)

@@ -20,6 +20,8 @@ commands:
   compare    collect summary.csv files into an error table (`ttabench compare --help`)
   list       list the config groups and their options
   pretrain   retrain the embedded source model (`ttabench pretrain --help`)
+  make-c     write a generated corruption benchmark in the published layout
+             (`ttabench make-c --help`)
 """
 
 
@@ -62,6 +64,12 @@ def _pretrain(argv: list[str]) -> int:
     return main(argv)
 
 
+def _make_c(argv: list[str]) -> int:
+    from ttabench.data.make_c import main
+
+    return main(argv)
+
+
 def _compare(argv: list[str]) -> int:
     from ttabench.compare import main
 
@@ -73,6 +81,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "compare": _compare,
     "list": _list,
     "pretrain": _pretrain,
+    "make-c": _make_c,
 }
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ttabench.norms.base import NormLayer, Norm, batch_axes, replace_batchnorm, require_batchnorm
+from ttabench.norms.base import Norm, NormLayer, batch_stats, replace_batchnorm, require_batchnorm
 
 
 class AlphaBatchNorm(NormLayer):
@@ -33,7 +33,7 @@ class AlphaBatchNorm(NormLayer):
         self.unbiased = unbiased
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        var, mean = torch.var_mean(x, dim=batch_axes(x), correction=0)
+        mean, var = batch_stats(x)
         if self.unbiased:
             n = x.numel() // x.shape[1]
             var = var * (n / max(n - 1, 1))

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -64,24 +65,69 @@ class NormLayer(nn.Module):
 
     def normalize(self, x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
         """``weight * (x - mean) / sqrt(var + eps) + bias`` for statistics of shape (C,) or
-        (B, C), as one fused multiply-add over ``x`` (gradients flow through the statistics)."""
-        scale = torch.rsqrt(var + self.eps)
-        if self.weight is not None:
-            scale = scale * self.weight
-        shift = -mean * scale
-        if self.bias is not None:
-            shift = shift + self.bias
-        shape = (*scale.shape[:-1], -1) if scale.dim() == 2 else (1, -1)
-        shape = shape + (1,) * (x.dim() - 2)
-        return torch.addcmul(shift.reshape(shape), x, scale.reshape(shape))
+        per sample (B, C), by the eval-mode BatchNorm kernel (one vectorised pass; per-sample
+        statistics over a (1, B * C, ...) view, 2-4x faster on CPU than a broadcast
+        ``addcmul``). Gradients flow through the statistics and the affine parameters."""
+        if torch.is_grad_enabled() and (mean.requires_grad or var.requires_grad):
+            # The kernel has no gradient for its statistics: fold them into scale and shift.
+            scale = torch.rsqrt(var + self.eps)
+            if self.weight is not None:
+                scale = scale * self.weight
+            shift = -mean * scale if self.bias is None else torch.addcmul(self.bias, mean, -scale)
+            return _affine(x, scale, shift, torch.zeros_like(scale), torch.ones_like(scale), 0.0)
+        return _affine(x, self.weight, self.bias, mean, var, self.eps)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, adapt={self.adapt}"
 
 
-def batch_axes(x: torch.Tensor) -> tuple[int, ...]:
-    """The axes BatchNorm reduces over: batch and every spatial/sequence axis, not channels."""
-    return (0, *range(2, x.dim()))
+def _affine(
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    eps: float,
+) -> torch.Tensor:
+    """Eval-mode ``F.batch_norm`` with per-channel (C,) or per-sample (B, C) ``mean``/``var``
+    (and, for the latter, ``weight``/``bias`` of shape (C,) or (B, C))."""
+    if mean.dim() == 1:
+        return F.batch_norm(x, mean, var, weight, bias, False, 0.0, eps)
+    b = mean.shape[0]
+    if weight is not None:
+        weight = weight.reshape(-1) if weight.dim() == 2 else weight.repeat(b)
+    if bias is not None:
+        bias = bias.reshape(-1) if bias.dim() == 2 else bias.repeat(b)
+    flat = x.reshape(1, -1, *x.shape[2:])
+    out = F.batch_norm(flat, mean.reshape(-1), var.reshape(-1), weight, bias, False, 0.0, eps)
+    return out.view(x.shape)
+
+
+def instance_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and biased variance of each sample and channel over the axes after the channel axis,
+    shape (B, C); differentiable. Computed as sums shifted by each row's first value (exact for
+    any shift, and free of the cancellation of E[x^2] - E[x]^2 when |mean| >> std), the sum of
+    squares as a fused norm reduction: on CPU ``torch.var_mean``'s Welford kernel is 5-20x
+    slower, and ``vecdot`` materialises the squares."""
+    b, c = x.shape[:2]
+    rows = x.reshape(b * c, -1)
+    pivot = rows[:, :1].detach()
+    centred = rows - pivot
+    mean = centred.mean(1)
+    var = torch.linalg.vector_norm(centred, dim=1).square() / rows.shape[1] - mean * mean
+    return (mean + pivot[:, 0]).view(b, c), var.clamp_min(0.0).view(b, c)
+
+
+def batch_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and biased variance per channel over the batch and all spatial/sequence axes, (C,),
+    from the instance statistics by the law of total variance (same values as
+    ``torch.var_mean(x, (0, 2, ...), correction=0)``, faster on CPU); differentiable."""
+    if x.dim() == 2:  # (B, C) features: the batch is the only axis
+        var, mean = torch.var_mean(x, dim=0, correction=0)
+        return mean, var
+    mean, var = instance_stats(x)
+    between, total_mean = torch.var_mean(mean, dim=0, correction=0)
+    return total_mean, var.mean(0) + between
 
 
 def momentum_of(bn: _BatchNorm, override: float | None, norm: str) -> float:

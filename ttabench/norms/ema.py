@@ -29,7 +29,7 @@ from ttabench.norms.base import (
     BATCHNORM_TYPES,
     Norm,
     NormLayer,
-    batch_axes,
+    batch_stats,
     momentum_of,
     replace_batchnorm,
     require_batchnorm,
@@ -49,12 +49,14 @@ class EMABatchNorm(NormLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.adapt:
             with torch.no_grad():
-                var, mean = torch.var_mean(x, dim=batch_axes(x), correction=0)
+                mean, var = batch_stats(x)
                 n = x.numel() // x.shape[1]
                 self.running_mean.lerp_(mean, self.momentum)
                 # PyTorch's update takes the unbiased variance; one value per channel has none,
                 # so it is taken as the biased one (0) instead of NaN.
                 self.running_var.lerp_(var * (n / max(n - 1, 1)), self.momentum)
+        if torch.is_grad_enabled():  # autograd saves them; the next update works in place
+            return self.normalize(x, self.running_mean.clone(), self.running_var.clone())
         return self.normalize(x, self.running_mean, self.running_var)
 
     def extra_repr(self) -> str:

@@ -28,7 +28,7 @@ from ttabench.norms.base import (
     BATCHNORM_TYPES,
     Norm,
     NormLayer,
-    batch_axes,
+    batch_stats,
     replace_batchnorm,
     require_batchnorm,
 )
@@ -44,9 +44,9 @@ class RobustBatchNorm(NormLayer):
         self.register_buffer("running_var", self.source_var.clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.adapt:
-            return self.normalize(x, self.running_mean, self.running_var)
-        var, mean = torch.var_mean(x, dim=batch_axes(x), correction=0)
+        if not self.adapt:  # clones: autograd saves them, and a later update works in place
+            return self.normalize(x, self.running_mean.clone(), self.running_var.clone())
+        mean, var = batch_stats(x)
         mean = torch.lerp(self.running_mean, mean, self.alpha)
         var = torch.lerp(self.running_var, var, self.alpha)
         with torch.no_grad():

@@ -16,14 +16,32 @@ variance) mu_b = mean_k mu'_bk, s2_b = mean_k var'_bk + mean_k mu'_bk^2 - mu_b^2
 component moves by lambda mean_b[p_bk (m_b - mu_k)] (and var_k by v_b), lambda = 1 - (1 - m)^
 (B / bs_max). A sample's output never depends on the rest of its batch within a forward pass.
 
-Implementation: the (B, K, C) tensors of the official code are never built. With mbar = mean_k
-mu_k, a_k = mu_k - mbar and q_b = m_b - mbar, sums over k of p-polynomials times component
-quantities are (B, K) @ (K, C) products:
+Implementation (vectorised, no loop over K or samples, no host synchronisation): the (B, K, C)
+tensors of the official code are never built. With mbar = mean_k mu_k, a_k = mu_k - mbar and
+q_b = m_b - mbar, every sum over k of a polynomial in p times a component quantity is a
+(B, K) @ (K, C) product (p @ [mu | var | a^2], p^2 @ [a^2 | a]):
     mu_b = mbar + (m_b - p mu) / K,   mean_k var' = vbar + (v_b - p var) / K,
     mean_k (mu' - mbar)^2 = [(1 - p)^2 a^2 + 2 q_b (p - p^2) a + q_b^2 sum_k p^2] / K,
-    s2_b = mean_k var' + mean_k (mu' - mbar)^2 - (mu_b - mbar)^2;
-centring at mbar keeps the variance subtraction well conditioned (same value as the official
-formula, checked against it in tests/test_norms.py). The update is p^T @ m / B, also a product.
+    s2_b = mean_k var' + mean_k (mu' - mbar)^2 - (mu_b - mbar)^2 = v_b / K + G0 + q_b (G1 + q_b G2)
+with G0, G1, G2 free of gradient; centring at mbar keeps the subtraction well conditioned. The
+update is p^T @ [m | v] / B into one (K, 2C) buffer. Equal to the official formulas up to float
+rounding (checked against a (B, K, C) transcription in tests/test_norms.py).
+
+Deliberate deviations from the official code (none changes the maths):
+- instance statistics by shifted sums (``instance_stats``), not ``torch.var``'s Welford kernel,
+  and the output by the eval-mode BatchNorm kernel over a (1, B * C, H, W) view: both several
+  times faster on CPU; rounding differs at the 1e-6 level.
+- components live in one buffer ``components`` (state-dict key) instead of
+  ``running_means_mat``/``running_vars_mat``; the source statistics are ``source_mean/var``.
+- the noise comes from a generator seeded by ``seed``, drawn for the swapped layers in model
+  order; the official code draws from the global generator (also for BatchNorm1d layers, which
+  then ignore it), so the same seed does not give bit-identical components.
+- ``bn1d`` offers ``unmix`` (over the length axis of (B, C, L) inputs) and ``keep`` besides the
+  official ``source``; ``batch_size=None`` (lambda from each actual batch) and ``update_rate``
+  are additions; the defaults are the official behaviour (lambda from the configured batch size,
+  also for a last, smaller batch). BatchNorm3d layers are left alone, as officially.
+- the variance cross term the official code has commented out ("try uncommenting") is not
+  offered.
 """
 
 from __future__ import annotations
@@ -31,16 +49,23 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ttabench.norms.base import Norm, NormLayer, momentum_of, replace_batchnorm, require_batchnorm
+from ttabench.norms.base import (
+    Norm,
+    NormLayer,
+    instance_stats,
+    momentum_of,
+    replace_batchnorm,
+    require_batchnorm,
+)
 
 BN1D_MODES = ("source", "unmix", "keep")
 
 
 class UnMixTNS(NormLayer):
-    """UnMix-TNS layer: K components (buffers ``component_mean``/``component_var``, (K, C)).
+    """UnMix-TNS layer with K components, kept in one (K, 2C) buffer ``components`` (means, then
+    variances; views ``component_mean``/``component_var``) so one product updates both.
 
     Works on any input (B, C, *spatial) with at least one spatial/sequence axis: instance
     statistics are taken over all axes after the channel axis.
@@ -64,14 +89,23 @@ class UnMixTNS(NormLayer):
         self.update_rate = update_rate
         mean, var = self.source_mean, self.source_var
         if num_components == 1:  # official: no noise, no shrink (alpha is set to 0)
-            means, variances = mean[None].clone(), var[None].clone()
+            means, variances = mean[None], var[None]
         else:  # Eq. 5; noise drawn on the CPU so a seed gives the same components on any device
-            noise = torch.randn(num_components, len(mean), generator=generator)
+            noise = torch.randn(num_components, len(mean), generator=generator).to(mean)
             spread = math.sqrt(alpha * num_components / (num_components - 1))
-            means = mean + spread * var.sqrt() * noise.to(mean)
-            variances = ((1.0 - alpha) * var).expand(num_components, -1).clone()
-        self.register_buffer("component_mean", means)
-        self.register_buffer("component_var", variances)
+            means = mean + spread * var.sqrt() * noise
+            variances = ((1.0 - alpha) * var).expand(num_components, -1)
+        self.register_buffer("components", torch.cat((means, variances), 1).contiguous())
+
+    @property
+    def component_mean(self) -> torch.Tensor:
+        """mu_k, shape (K, C) (a view of ``components``)."""
+        return self.components[:, : self.num_features]
+
+    @property
+    def component_var(self) -> torch.Tensor:
+        """var_k, shape (K, C) (a view of ``components``)."""
+        return self.components[:, self.num_features :]
 
     def rate(self, batch: int) -> float:
         """lambda = 1 - (1 - m)^(B / bs_max) (official), B the configured batch size or, with
@@ -87,34 +121,41 @@ class UnMixTNS(NormLayer):
                 f"UnMix-TNS needs instance statistics over spatial/sequence axes, got input of "
                 f"shape {tuple(x.shape)}; use bn1d=source for BatchNorm1d on (B, C) features"
             )
-        b, k = x.shape[0], self.num_components
-        v, m = torch.var_mean(x, dim=tuple(range(2, x.dim())), correction=0)  # (B, C), with grad
-        mu, var = self.component_mean, self.component_var
-        with torch.no_grad():  # assignment (Eq. 7): cosine over channels, temperature tau
-            sim = F.normalize(m, dim=1) @ F.normalize(mu, dim=1).T
-            p = torch.softmax(sim / self.tau, dim=1)  # (B, K)
+        b, c, k = x.shape[0], self.num_features, self.num_components
+        m, v = instance_stats(x)  # (B, C) each, with gradient
+        with torch.no_grad():
+            mu, var = self.component_mean, self.component_var
+            # Assignment (Eq. 7): p = softmax_k(cos(m_b, mu_k) / tau); 1/tau folded into mu.
+            mu_dir = mu / (mu.norm(dim=1, keepdim=True).clamp_min(1e-12) * self.tau)
+            m_dir = m / m.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            p = torch.softmax(m_dir @ mu_dir.T, dim=1)  # (B, K)
             p2 = p * p
-            mbar, vbar = mu.mean(0), var.mean(0)
+            mbar = mu.mean(0)
             a = mu - mbar
-            # One batched product: p @ [mu | var], (1 - p)^2 @ a^2, (p - p^2) @ a, all (B, C).
-            lhs = torch.stack((p, (1.0 - p).square(), p - p2))
-            rhs = torch.stack((torch.cat((mu, var), 1), torch.cat((a * a, a), 1), a.repeat(1, 2)))
-            prod = torch.bmm(lhs, rhs)
-            c = m.shape[1]
-            p_mu, p_var = prod[0, :, :c], prod[0, :, c:]
-            sq_a, cross_a = prod[1, :, :c], prod[2, :, :c]
-            sum_p2 = p2.sum(1, keepdim=True)
+            a2 = a * a
+            # Sums over k as products (module docstring): p @ [mu | var | a^2], p^2 @ [a^2 | a].
+            pm = p @ torch.cat((self.components, a2), 1)
+            p_mu, p_var, p_a2 = pm[:, :c], pm[:, c : 2 * c], pm[:, 2 * c :]
+            p2m = p2 @ torch.cat((a2, a), 1)
+            p_a = p_mu - mbar
+            # sigma2_b = v_b / K + G0 + q (G1 + q G2), q = m_b - mbar, all G without gradient:
+            # mean_k var' = vbar + (v - p var) / K, mean_k (mu' - mbar)^2 = [sum_k (1 - p)^2 a^2
+            # + 2 q (p - p^2) a + q^2 sum_k p^2] / K, (mu_b - mbar)^2 = (q - p a)^2 / K^2, so
+            # G0 = [sum_k (var + a^2) - p var - 2 p a^2 + p^2 a^2] / K - (p a)^2 / K^2,
+            # G1 = 2 / K [(1 + 1 / K) p a - p^2 a], G2 = (sum_k p^2 - 1 / K) / K.
+            g0 = (p2m[:, :c] - p_var).sub_(p_a2, alpha=2.0).add_((var + a2).sum(0)).div_(k)
+            g0.addcmul_(p_a, p_a, value=-1.0 / k**2)
+            g1 = torch.add(p_a, p2m[:, c:], alpha=-k / (k + 1.0)).mul_(2.0 * (k + 1.0) / k**2)
+            g2 = p2.sum(1, keepdim=True).sub_(1.0 / k).div_(k)
+            offset = torch.add(mbar, p_mu, alpha=-1.0 / k)  # mu_b = offset + m_b / K
         q = m - mbar
-        d = (m - p_mu) / k  # mu_b - mbar
-        second = (sq_a + 2.0 * q * cross_a + q * q * sum_p2) / k  # mean_k (mu'_bk - mbar)^2
-        sigma2 = vbar + (v - p_var) / k + second - d * d
-        out = self.normalize(x, mbar + d, sigma2)
+        sigma2 = torch.add(torch.addcmul(g0, q, torch.addcmul(g1, q, g2)), v, alpha=1.0 / k)
+        out = self.normalize(x, torch.add(offset, m, alpha=1.0 / k), sigma2)
         if self.adapt:  # Eqs. 12-13, after normalising: mu_k += lam mean_b p_bk (m_b - mu_k)
             with torch.no_grad():
                 lam = self.rate(b)
-                keep = (1.0 - lam * p.mean(0)).unsqueeze(1)
-                mu.mul_(keep).addmm_(p.T, m.detach(), alpha=lam / b)
-                var.mul_(keep).addmm_(p.T, v.detach(), alpha=lam / b)
+                self.components.mul_(1.0 - lam * p.mean(0, keepdim=True).T)
+                self.components.addmm_(p.T, torch.cat((m, v), 1), alpha=lam / b)
         return out
 
     def extra_repr(self) -> str:
