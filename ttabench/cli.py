@@ -39,7 +39,7 @@ def _run(argv: list[str]) -> int:
         try:
             summary = run(cfg)
         except (InstantiationException, ValueError, FileNotFoundError) as exc:
-            print(f"ttabench run: error: {exc}", file=sys.stderr)
+            print(f"ttabench run: error: {_reason(exc)}", file=sys.stderr)
             sys.exit(2)
         columns = ["domain", "severity", "n", "error", "status"]
         print(summary[columns].to_string(index=False, float_format="%.2f"))
@@ -50,6 +50,15 @@ def _run(argv: list[str]) -> int:
     sys.argv = ["ttabench run", *argv]
     task()
     return 0
+
+
+def _reason(exc: Exception) -> str:
+    """The user's mistake without Hydra's wrapping ("Error in call to target ...")."""
+    cause = exc.__cause__
+    if cause is None or not isinstance(cause, ValueError | FileNotFoundError | TypeError):
+        return str(exc)
+    key = getattr(exc, "full_key", "") or ""
+    return f"{key + ': ' if key else ''}{cause}"
 
 
 def _list(argv: list[str]) -> int:
