@@ -337,3 +337,31 @@ def test_model_presets_default_to_pretrained_weights():
         assert node.pretrained is True and node.checkpoint is None and node.sha256 is None
         assert "model_dir" in node
     assert math.isclose(compose_run("model=wrn28_10").model.num_classes, 10)
+
+
+def test_cli_run_wrn28_10_with_a_robustbench_checkpoint_on_cifar10c_files(tmp_path, wrn):
+    """The issue's acceptance command, end to end: a checkpoint file in RobustBench's format
+    (``{'state_dict': {'module.<key>': ...}}``) and CIFAR-10-C files in the published layout."""
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from .c_fixtures import write_cifar_c
+
+    rand_bn_stats(wrn)
+    checkpoint = tmp_path / "Standard.pt"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in wrn.state_dict().items()}}, checkpoint)
+    write_cifar_c(tmp_path / "data" / "CIFAR-10-C", ["gaussian_noise"], filled=16)
+    out = subprocess.run(
+        [sys.executable, "-m", "ttabench.cli", "run", "model=wrn28_10",
+         f"model.checkpoint={checkpoint}", "dataset=cifar10c", f"dataset.root={tmp_path}/data",
+         "dataset.corruptions=[gaussian_noise]", "dataset.n_per_domain=16", "method=bn",
+         "stream.batch_size=8", "progress=false", f"hydra.run.dir={tmp_path}/run"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    summary = pd.read_csv(tmp_path / "run" / "summary.csv")
+    assert summary["model"].iloc[0] == "wrn28_10" and summary["dataset"].iloc[0] == "cifar10c"
+    assert summary["n"].iloc[-1] == 16 and (summary["status"] == "complete").all()
+    assert "source=files" in summary["provenance"].iloc[0]
