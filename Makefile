@@ -9,14 +9,16 @@ DEMO_DIR ?= outputs/demo
 .PHONY: help install demo test test-slow lint format pretrain clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 	  { echo "ttabench needs Python >= 3.11 (set PYTHON=python3.11)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,spatter]'
+	@# frost's texture files only (its own dependencies, numba and opencv-python, are unused)
+	$(PY) -m pip install --quiet --no-deps 'imagecorruptions-imaug>=1.1.5'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install ttabench with its dependencies
@@ -44,3 +46,10 @@ pretrain: $(STAMP) ## retrain the shipped embedded model (writes ttabench/models
 
 clean: ## remove run outputs and caches (not the venv)
 	rm -rf outputs build *.egg-info .pytest_cache .ruff_cache
+
+.PHONY: reference reference-quick
+reference: $(STAMP) ## regenerate results/ (reference grid: hours on 2 CPU cores; rerun to resume)
+	$(PY) scripts/reference_results.py
+
+reference-quick: $(STAMP) ## the same pipeline on a tiny dataset, into outputs/reference_quick/
+	$(PY) scripts/reference_results.py --quick

@@ -1,12 +1,24 @@
-"""Throughput of the batched torch corruptions vs the per-image numpy/scipy/Pillow reference.
+"""Fidelity and throughput of the batched torch corruptions vs the per-image original recipes.
 
 Corruptions of Hendrycks & Dietterich, ICLR 2019 ("Benchmarking Neural Network Robustness to
-Common Corruptions and Perturbations"). The torch side corrupts one batch per call
-(``ttabench.data.corruptions.corrupt``); the reference side runs the per-image recipe of
-``ttabench.data.corruptions.reference`` (what the original scripts do, one image at a time) on
-the first ``--ref-images`` images of the same batch. Needs scipy (test extra).
+Common Corruptions and Perturbations"). Two markdown tables:
 
-    python scripts/bench_corruptions.py --device cpu --profile cifar --batch 256
+* ``deviation``: torch vs the per-image numpy/scipy/Pillow/OpenCV reference
+  (``ttabench.data.corruptions.reference``) on the same images and the same random draws
+  (``conformance.compare_with_reference``), per corruption and severity: max absolute
+  difference in grey levels and the fraction of differing values. The four noises share no
+  draws (torch and numpy RNG streams differ), so their cell is a two-sample Kolmogorov-Smirnov
+  test between the torch outputs (per-sample generators) and the reference's (numpy) on the
+  same images: distance D and p-value.
+* ``throughput``: images/s of one batched ``corrupt`` call (per-sample generators, created
+  inside the timing, as the datasets do) vs the reference run image by image (what the scripts
+  do), at one severity, and the ratio.
+
+Needs scipy and, for frost/spatter, opencv-python-headless plus the frost textures (skipped
+with a note otherwise).
+
+    python scripts/bench_corruptions.py deviation --profile cifar
+    python scripts/bench_corruptions.py throughput --profile cifar --batch 256 --threads 1
 """
 
 from __future__ import annotations
@@ -16,11 +28,20 @@ import time
 
 import numpy as np
 import torch
+from scipy import stats
 
-from ttabench.data.corruptions import TABLES, available_corruptions, corrupt
+from ttabench.data.corruptions import (
+    TABLES,
+    available_corruptions,
+    corrupt,
+    sample_generators,
+    unavailable_reason,
+)
+from ttabench.data.corruptions.conformance import compare_with_reference
 from ttabench.data.corruptions.reference import REFERENCES
 
 SIZES = {"cifar": 32, "imagenet": 224}
+NOISES = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise")
 
 
 def synthetic_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -41,13 +62,51 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def runnable(names: list[str] | None) -> tuple[list[str], list[str]]:
+    """(names that can run here, notes on those skipped)."""
+    out, notes = [], []
+    for name in names or available_corruptions():
+        reason = unavailable_reason(name)
+        (notes.append(f"{name}: skipped ({reason})") if reason else out.append(name))
+    return out, notes
+
+
+def deviation_cell(name: str, imgs: np.ndarray, profile: str, severity: int) -> str:
+    if name in NOISES:
+        x = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous()
+        gens = sample_generators(0, name, severity, range(len(imgs)))
+        ours = corrupt(x, name, severity, gens, profile).permute(0, 2, 3, 1).numpy()
+        rng = np.random.default_rng(severity)
+        params = TABLES[name][profile][severity - 1]
+        ref = np.stack([REFERENCES[name](im, params, rng) for im in imgs])
+        test = stats.ks_2samp(ours.ravel(), ref.ravel())
+        return f"KS D={test.statistic:.4f} (p={test.pvalue:.2f})"
+    ours, ref = compare_with_reference(name, imgs, profile, severity)
+    diff = np.abs(ours.astype(int) - ref.astype(int))
+    return f"{diff.max()} ({100 * (diff > 0).mean():.3f} %)"
+
+
+def deviation_table(names: list[str], profile: str, n: int) -> list[str]:
+    imgs = synthetic_images(n, SIZES[profile], seed=1).permute(0, 2, 3, 1).numpy().copy()
+    lines = [
+        f"| {profile} ({n} images, {SIZES[profile]} px) | sev 1 | sev 2 | sev 3 | sev 4 | sev 5 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        cells = [deviation_cell(name, imgs, profile, s) for s in range(1, 6)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def bench_torch(x: torch.Tensor, name: str, severity: int, profile: str, repeat: int) -> float:
-    gen = torch.Generator().manual_seed(0)
-    corrupt(x, name, severity, gen, profile)  # warm-up (kernels, caches)
+    def once() -> None:
+        corrupt(x, name, severity, sample_generators(0, name, severity, range(len(x))), profile)
+
+    once()  # warm-up (kernels, texture and kernel caches)
     _sync(x.device)
     start = time.perf_counter()
     for _ in range(repeat):
-        corrupt(x, name, severity, gen, profile)
+        once()
     _sync(x.device)
     return repeat * x.shape[0] / (time.perf_counter() - start)
 
@@ -55,26 +114,14 @@ def bench_torch(x: torch.Tensor, name: str, severity: int, profile: str, repeat:
 def bench_reference(images: np.ndarray, name: str, severity: int, profile: str) -> float:
     params = TABLES[name][profile][severity - 1]
     rng = np.random.default_rng(0)
-    REFERENCES[name](images[0], params, rng)  # warm-up (lazy scipy import, caches)
+    REFERENCES[name](images[0], params, rng)  # warm-up (lazy imports, caches)
     start = time.perf_counter()
     for img in images:
         REFERENCES[name](img, params, rng)
     return len(images) / (time.perf_counter() - start)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cpu", help="torch device for the batched side")
-    parser.add_argument("--profile", default="cifar", choices=sorted(SIZES))
-    parser.add_argument("--batch", type=int, default=None, help="256 (cifar) / 32 (imagenet)")
-    parser.add_argument("--ref-images", type=int, default=None, help="64 (cifar) / 4 (imagenet)")
-    parser.add_argument("--severity", type=int, default=3)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--names", nargs="*", default=None, help="default: all implemented")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def throughput_table(names: list[str], args: argparse.Namespace) -> list[str]:
     cifar = args.profile == "cifar"
     batch = args.batch or (256 if cifar else 32)
     n_ref = min(args.ref_images or (64 if cifar else 4), batch)
@@ -82,19 +129,43 @@ def main(argv: list[str] | None = None) -> None:
     x = synthetic_images(batch, SIZES[args.profile])
     ref_images = x[:n_ref].permute(0, 2, 3, 1).numpy().copy()
     x = x.to(device)
-
-    print(
-        f"profile={args.profile} size={SIZES[args.profile]} severity={args.severity} "
-        f"device={device} batch={batch} reference images={n_ref} "
-        f"torch threads={torch.get_num_threads()}"
-    )
-    header = f"{'corruption':<18} {'torch img/s':>12} {'reference img/s':>16} {'speed-up':>9}"
-    print(header)
-    print("-" * len(header))
-    for name in args.names or available_corruptions():
+    lines = [
+        f"profile={args.profile} ({SIZES[args.profile]} px), severity {args.severity}, torch on "
+        f"{device} with {torch.get_num_threads()} thread(s), batch {batch}, per-sample "
+        f"generators; reference: {n_ref} images one by one",
+        "",
+        "| corruption | torch batched img/s | reference per-image img/s | speed-up |",
+        "|---|---:|---:|---:|",
+    ]
+    for name in names:
         fast = bench_torch(x, name, args.severity, args.profile, args.repeat)
         slow = bench_reference(ref_images, name, args.severity, args.profile)
-        print(f"{name:<18} {fast:>12.0f} {slow:>16.0f} {fast / slow:>8.1f}x")
+        lines.append(f"| {name} | {fast:.0f} | {slow:.0f} | {fast / slow:.1f}x |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("table", choices=("deviation", "throughput"))
+    parser.add_argument("--profile", default="cifar", choices=sorted(SIZES))
+    parser.add_argument("--names", nargs="*", default=None, help="default: all implemented")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--images", type=int, default=None, help="deviation: 64 / 4 images")
+    parser.add_argument("--device", default="cpu", help="throughput: torch device")
+    parser.add_argument("--batch", type=int, default=None, help="throughput: 256 / 32")
+    parser.add_argument("--ref-images", type=int, default=None, help="throughput: 64 / 4")
+    parser.add_argument("--severity", type=int, default=3, help="throughput severity")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names, notes = runnable(args.names)
+    if args.table == "deviation":
+        n = args.images or (64 if args.profile == "cifar" else 4)
+        lines = deviation_table(names, args.profile, n)
+    else:
+        lines = throughput_table(names, args)
+    print("\n".join(lines + [f"\n{note}" for note in notes]))
 
 
 if __name__ == "__main__":

@@ -118,6 +118,7 @@ def measure(
         "seconds": seconds,
         "tracemalloc_peak_mb": traced_peak / MB,
         "maxrss_growth_mb": (maxrss - base_maxrss) * 1024 / MB,
+        "maxrss_total_mb": maxrss * 1024 / MB,
         "rss_anon_peak_mb": (peaks["RssAnon"] - base["RssAnon"]) * 1024 / MB,
         "rss_file_peak_mb": (peaks["RssFile"] - base["RssFile"]) * 1024 / MB,
     }
@@ -177,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         "s",
         "tracemalloc peak MB",
         "ru_maxrss +MB",
+        "peak RSS MB (whole process)",
         "RssAnon +MB",
         "RssFile +MB",
     )
@@ -186,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"| {r['variant']} | {r['images']} | {r['seconds']:.1f} | "
             f"{r['tracemalloc_peak_mb']:.1f} | {r['maxrss_growth_mb']:.1f} | "
+            f"{r['maxrss_total_mb']:.0f} | "
             f"{r['rss_anon_peak_mb']:.1f} | {r['rss_file_peak_mb']:.1f} |"
         )
     return 0

@@ -144,3 +144,34 @@ def write_imagenet_val(root: Path, wnids: Sequence[str], files: int = 2) -> Path
             pixels = rng.integers(0, 256, (300 + 10 * f, 260, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(path, quality=90)
     return root
+
+
+#: (width, height, PIL mode) of frost1.png .. frost5.jpg (spec 2.7), for look-alike textures.
+FROST_FILES = {
+    "frost1.png": (900, 600, "RGBA"),
+    "frost2.png": (560, 315, "RGBA"),
+    "frost3.png": (560, 315, "RGBA"),
+    "frost4.jpg": (527, 350, "RGB"),
+    "frost5.jpg": (660, 495, "RGB"),
+}
+
+
+def write_frost_textures(folder: Path, seed: int = 5) -> Path:
+    """Stand-ins for the frost photographs (same names, sizes and formats), never the originals.
+
+    Bright, bluish, smooth-plus-grain content like frost; PNGs are RGBA with an opaque alpha.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for name, (w, h, mode) in FROST_FILES.items():
+        coarse = Image.fromarray(rng.integers(90, 256, (h // 40 + 2, w // 40 + 2, 3), np.uint8))
+        smooth = np.asarray(coarse.resize((w, h), Image.BICUBIC), dtype=np.int16)
+        grain = rng.integers(-30, 31, (h, w, 3))
+        rgb = np.clip(smooth + grain + np.array([0, 10, 25]), 0, 255).astype(np.uint8)
+        image = Image.fromarray(rgb)
+        if mode == "RGBA":
+            image.putalpha(255)
+            image.save(folder / name)
+        else:
+            image.save(folder / name, quality=90)
+    return folder

@@ -1,12 +1,17 @@
 """Tests of the batched Hendrycks & Dietterich (ICLR 2019) corruptions against per-image references.
 
 Every check is parametrised over the registry, so a newly registered corruption is tested for
-free: contract (dtype/shape/device), determinism, severity, and agreement with the numpy/scipy/
-Pillow reference of ``ttabench.data.corruptions.reference`` on identical random draws (exact or
-within 1 grey level); the four noises are checked in distribution against exact expectations.
+free: contract (dtype/shape/device), determinism, per-sample seeding (same output alone, in a
+batch or shuffled), severity, and agreement with the numpy/scipy/Pillow/OpenCV reference of
+``ttabench.data.corruptions.reference`` on identical random draws (exact or within 1 grey level);
+the four noises are checked in distribution against exact expectations. frost runs on look-alike
+textures written by the tests (``$TTA_FROST_DIR``), never the originals; spatter and the OpenCV
+references need opencv-python-headless (skipped without it).
 """
 
 from __future__ import annotations
+
+import importlib.util
 
 import numpy as np
 import pytest
@@ -22,18 +27,23 @@ from ttabench.data.corruptions import (
     TABLES,
     UNAVAILABLE,
     available_corruptions,
-    blur,
     corrupt,
-    elastic,
-    reference,
+    frost,
+    sample_generators,
     weather,
 )
 from ttabench.data.corruptions.blur import glass_shuffle_index, zoom_factors
+from ttabench.data.corruptions.conformance import DRAWS, compare_with_reference
 
-NAMES = available_corruptions()
+from .c_fixtures import write_frost_textures
+
+HAS_CV2 = importlib.util.find_spec("cv2") is not None
+NAMES = tuple(n for n in available_corruptions() if n != "spatter" or HAS_CV2)
+NEEDS_CV2 = ("frost", "spatter")  # their references call OpenCV (cv2.imread, Canny, ...)
 NOISES = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise")
 SIZE = {"cifar": 32, "imagenet": 64}  # ImageNet tables on 64 px keep the suite fast; 224 is slow
-EXACT = ("pixelate", "jpeg_compression", "motion_blur")  # integer pipelines: 0 grey levels
+# 0 grey levels: integer pipelines, and frost / spatter whose float steps replay the scripts'
+EXACT = ("pixelate", "jpeg_compression", "motion_blur", "frost", "spatter")
 # MAD does not grow from severity 1 to 5 by design: elastic sev 1 (CIFAR; 1-2 ImageNet) is a
 # large near-rigid warp, saturate sev 1-2 desaturate while 3-5 oversaturate.
 NOT_MONOTONE = ("elastic_transform", "saturate")
@@ -78,77 +88,22 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def frost_textures(tmp_path_factory):
+    """Look-alike frost textures (sizes and formats of the originals) via $TTA_FROST_DIR."""
+    folder = write_frost_textures(tmp_path_factory.mktemp("frost"))
+    mp = pytest.MonkeyPatch()
+    mp.setenv(frost.ENV_VAR, str(folder))
+    yield folder
+    mp.undo()
+
+
 @pytest.fixture(scope="module")
 def batches() -> dict[str, np.ndarray]:
     return {p: natural_images(4, SIZE[p], seed=1) for p in PROFILES}
 
 
-# --- same draws for torch and reference -------------------------------------------------------
-
-
-def _motion(x, p, rng):
-    angles = rng.uniform(-45, 45, len(x))
-    return blur.magick_motion_blur(x, p[0], p[1], torch.from_numpy(angles)), list(angles)
-
-
-def _glass(x, p, rng):
-    b, _, h, w = x.shape
-    steps = max(h - 2 * p[1], 0) * max(w - 2 * p[1], 0)
-    offsets = rng.integers(-p[1], p[1], size=(p[2], steps, b, 2))
-    out = blur.glass_apply(x, p, torch.from_numpy(offsets))
-    return out, [offsets[:, :, i] for i in range(b)]
-
-
-def _snow(x, p, rng):
-    b, _, h, w = x.shape
-    layer, angles = rng.normal(p[0], p[1], size=(b, h, w)), rng.uniform(-135, -45, b)
-    out = weather.snow_blend(x, torch.from_numpy(layer), p, torch.from_numpy(angles))
-    return out, [(layer[i], angles[i]) for i in range(b)]
-
-
-def _elastic(x, p, rng):
-    b, _, h, w = x.shape
-    j = p[0] * p[1][2]
-    jitter = rng.uniform(-j, j, (b, 3, 2)).astype(np.float32)
-    fx, fy = rng.uniform(-1, 1, (b, h, w)), rng.uniform(-1, 1, (b, h, w))
-    t = (torch.from_numpy(v) for v in (jitter, fx, fy))
-    return elastic.elastic_apply(x, p, *t), [(jitter[i], fx[i], fy[i]) for i in range(b)]
-
-
-def _fog(x, p, rng):
-    b, _, h, w = x.shape
-    record = []
-
-    def draw(shape, lo, hi):
-        record.append(rng.uniform(lo, hi, (b, *shape)))
-        return torch.from_numpy(record[-1])
-
-    plasma = weather.plasma_fractal(b, 1 << max(max(h, w) - 1, 1).bit_length(), p[1], draw)
-    return weather.fog_blend(x, plasma, p[0]), [[u[i] for u in record] for i in range(b)]
-
-
-DRAWS = {
-    "motion_blur": _motion,
-    "glass_blur": _glass,
-    "snow": _snow,
-    "elastic_transform": _elastic,
-    "fog": _fog,
-}
-
-
-def compare_with_reference(name: str, imgs: np.ndarray, profile: str, severity: int):
-    """(torch output, reference output) as HWC uint8 arrays on the same inputs and draws."""
-    params = TABLES[name][profile][severity - 1]
-    rng = np.random.default_rng(severity)
-    x = to_torch(imgs)
-    if REGISTRY[name].random:
-        out, draws = DRAWS[name](x, params, rng)
-    else:
-        out, draws = corrupt(x, name, severity, profile=profile), [None] * len(imgs)
-    ref = [
-        reference.REFERENCES[name](im, params, rng, d) for im, d in zip(imgs, draws, strict=True)
-    ]
-    return to_numpy(out), np.stack(ref)
+# --- same draws for torch and reference (ttabench.data.corruptions.conformance) ---------------
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -158,6 +113,8 @@ def test_matches_reference(name, profile, batches):
         pytest.skip("noises are tested in distribution (test_noise_distribution)")
     if REGISTRY[name].random and name not in DRAWS:
         pytest.fail(f"add a draws adapter for the random corruption {name!r} to DRAWS")
+    if name in NEEDS_CV2:
+        pytest.importorskip("cv2")
     tol = 0 if name in EXACT else 1
     for severity in range(1, 6):
         out, ref = compare_with_reference(name, batches[profile], profile, severity)
@@ -169,6 +126,8 @@ def test_matches_reference(name, profile, batches):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in NAMES if n not in NOISES])
 def test_matches_reference_imagenet_224(name):
+    if name in NEEDS_CV2:
+        pytest.importorskip("cv2")
     imgs = natural_images(2, 224, seed=2)
     for severity in range(1, 6):
         out, ref = compare_with_reference(name, imgs, "imagenet", severity)
@@ -251,6 +210,36 @@ def test_deterministic_ones_are_per_image(name, batches):
 
 @pytest.mark.parametrize("profile", PROFILES)
 @pytest.mark.parametrize("name", NAMES)
+def test_per_sample_generators_make_images_independent_of_their_batch(name, profile):
+    # The spec's per-sample seeding: one image's output must not depend on the batch size,
+    # the order or the other images, for the random corruptions too.
+    x = to_torch(natural_images(5, SIZE[profile], seed=4))
+    ids = [11, 3, 7, 0, 42]  # sample indices, as a dataset would key them
+
+    def gens(rows):
+        return sample_generators(9, name, 3, [ids[r] for r in rows])
+
+    batch = corrupt(x, name, 3, gens(range(5)), profile)
+    alone = torch.cat([corrupt(x[r : r + 1], name, 3, gens([r]), profile) for r in range(5)])
+    order = [3, 0, 4, 1, 2]
+    shuffled = corrupt(x[order], name, 3, gens(order), profile)
+    assert torch.equal(batch, alone)
+    assert torch.equal(shuffled, batch[order])
+    if REGISTRY[name].random:  # the seed matters: other indices, other noise
+        other = corrupt(x, name, 3, sample_generators(9, name, 3, range(5)), profile)
+        assert not torch.equal(other, batch)
+
+
+def test_per_sample_generators_must_match_the_batch():
+    x = torch.zeros(3, 3, 32, 32, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="2 generators for 3 images"):
+        corrupt(x, "gaussian_noise", 1, sample_generators(0, "gaussian_noise", 1, range(2)))
+    with pytest.raises(ValueError, match="torch.Generator"):
+        corrupt(x, "gaussian_noise", 1, [0, 1, 2])
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("name", NAMES)
 def test_degradation_grows_with_severity(name, profile):
     x = to_torch(natural_images(6, SIZE[profile], seed=3))
     mad = []
@@ -299,7 +288,11 @@ def test_tables_and_names():
     assert counts == {"cifar": [7, 12, 16, 21, 26], "imagenet": [12, 16, 11, 13, 11]}
     assert TABLES["gaussian_noise"]["cifar"] == (0.04, 0.06, 0.08, 0.09, 0.10)
     assert TABLES["jpeg_compression"]["imagenet"] == (25, 18, 15, 10, 7)
-    assert set(NAMES) | set(UNAVAILABLE) == set(TABLES)
+    # frost: (image weight, texture weight, texture resize); CIFAR shrinks the textures x0.2
+    assert TABLES["frost"]["cifar"][2] == (0.9, 0.4, 0.2)
+    assert {p[2] for p in TABLES["frost"]["imagenet"]} == {1}
+    assert TABLES["spatter"]["cifar"][3] == (0.65, 0.1, 0.7, 0.69, 0.6, 1)
+    assert set(available_corruptions()) == set(TABLES) and not UNAVAILABLE
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -318,10 +311,6 @@ def test_errors():
         corrupt(x.float(), "contrast", 1)
     with pytest.raises(ValueError):
         corrupt(x[:, :1], "contrast", 1)
-    with pytest.raises(NotImplementedError, match="licence"):
-        corrupt(x, "frost", 1)
-    with pytest.raises(NotImplementedError, match="OpenCV"):
-        corrupt(x, "spatter", 1)
 
 
 @pytest.mark.gpu

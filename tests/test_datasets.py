@@ -11,11 +11,14 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from ttabench.data.base import CorruptionDataset, Domain
 from ttabench.data.benchmarks import corruption_benchmark
 from ttabench.data.cifar_c import CifarC
+from ttabench.data.corruptions import COMMON_CORRUPTIONS, corrupt, frost, sample_generators
+from ttabench.data.embedded import EmbeddedCorruptions
 from ttabench.data.folder_c import FolderC
 from ttabench.run import run
 from ttabench.runner import fetch_images
@@ -29,6 +32,7 @@ from .c_fixtures import (
     mark,
     write_cifar_c,
     write_folder_c,
+    write_frost_textures,
     write_jpeg,
 )
 from .conftest import compose_run
@@ -315,6 +319,34 @@ def test_presets_default_to_the_canonical_15_and_a_data_root(preset):
     assert cfg.source == "files" and cfg.root is None and cfg.severity == 5
     assert list(cfg.corruptions)[8] == "frost" and len(cfg.corruptions) == 15
     assert cfg.n_per_domain == (5000 if preset == "imagenetc" else None)
+
+
+def test_embedded_default_is_the_common_15_seeded_per_sample(tmp_path, monkeypatch):
+    assert list(compose_run("dataset=embedded", tiny=False).dataset.corruptions) == list(
+        COMMON_CORRUPTIONS
+    )
+    ds = EmbeddedCorruptions(["clean", "gaussian_noise"], severity=2)  # session cache
+    rows = np.array([9999, 3, 4321])
+    clean = ds.images(Domain("clean", 0), rows)
+    noisy = ds.images(Domain("gaussian_noise", 2), rows)
+    for k, i in enumerate(rows):  # image i depends on (seed, corruption, severity, i) only
+        gen = sample_generators(0, "gaussian_noise", 2, [i])
+        assert torch.equal(corrupt(clean[k : k + 1], "gaussian_noise", 2, gen)[0], noisy[k])
+    record = ds.provenance()
+    assert record["source"] == "embedded" and record["corruption_profile"] == "cifar"
+    assert "per sample" in record["seeding"] and record["seed"] == "0"
+    assert len(record["corruption_code"]) == 16 and "frost_textures" not in record
+    monkeypatch.setenv(frost.ENV_VAR, str(write_frost_textures(tmp_path / "tex")))
+    with_frost = EmbeddedCorruptions(["contrast", "frost"], cache_dir=tmp_path).provenance()
+    assert str(tmp_path / "tex") in with_frost["frost_textures"]
+
+
+def test_embedded_frost_without_textures_fails_at_construction(tmp_path, monkeypatch):
+    monkeypatch.setenv(frost.ENV_VAR, str(tmp_path))  # no textures there
+    with pytest.raises(ValueError, match=r"lacks frost1.png.*dataset.corruptions=\[contrast\]"):
+        EmbeddedCorruptions(["contrast", "frost"], cache_dir=tmp_path)
+    with pytest.raises(InstantiationException, match="pip install --no-deps"):
+        instantiate(compose_run("dataset=embedded", tiny=False).dataset)
 
 
 def test_presets_instantiate_on_fixture_files(cifar_root, imagenet_root):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from pathlib import Path
 
@@ -17,12 +18,17 @@ from ttabench.data.base import CorruptionDataset, Domain
 from ttabench.data.benchmarks import corruption_benchmark
 from ttabench.data.cifar_c import CifarC
 from ttabench.data.clean import load_clean, preprocess_imagenet
-from ttabench.data.corruptions import corrupt
+from ttabench.data.corruptions import corrupt, frost, sample_generators
 from ttabench.data.folder_c import FolderC
 from ttabench.data.generated import GeneratedCorruptions, jpeg_replay, sample_generator
 from ttabench.data.make_c import make_c
 
-from .c_fixtures import write_cifar_pickle, write_fashion_mnist, write_imagenet_val
+from .c_fixtures import (
+    write_cifar_pickle,
+    write_fashion_mnist,
+    write_frost_textures,
+    write_imagenet_val,
+)
 from .conftest import compose_run
 
 N = 40
@@ -133,14 +139,40 @@ def test_generate_uses_the_cache_and_records_provenance(clean_root, tmp_path, mo
     assert record["jpeg_replay"] == "none" and "per sample" in record["seeding"]
 
 
-def test_generate_rejects_corruptions_it_cannot_make(clean_root, tmp_path):
+def test_generate_rejects_corruptions_it_cannot_make(clean_root, tmp_path, monkeypatch):
+    monkeypatch.setenv(frost.ENV_VAR, str(tmp_path))  # a folder without the frost textures
     with pytest.raises(ValueError, match=r"frost cannot be generated .*dataset.corruptions=\[con"):
         generated(clean_root, tmp_path, corruptions=["frost", "contrast"])
     with pytest.raises(ValueError, match="Tiny-ImageNet-C's|tinyimagenetc cannot be generated"):
         corruption_benchmark("tinyimagenetc", source="generate", root=clean_root)
     ds = generated(clean_root, tmp_path)
-    with pytest.raises(ValueError, match="spatter cannot be generated"):
+    monkeypatch.setitem(sys.modules, "cv2", None)  # no OpenCV
+    with pytest.raises(ValueError, match="spatter cannot be generated .*opencv-python-headless"):
         ds.labels(Domain("spatter", 5))
+
+
+def test_generate_frost_and_spatter_per_sample_with_their_provenance(
+    clean_root, tmp_path, monkeypatch
+):
+    monkeypatch.setenv(frost.ENV_VAR, str(write_frost_textures(tmp_path / "tex")))
+    pytest.importorskip("cv2")
+    names = ["frost", "spatter", "glass_blur"]
+    ds = generated(clean_root, tmp_path / "a", corruptions=names, severity=[3])
+    record = ds.provenance()
+    assert str(tmp_path / "tex") in record["frost_textures"]
+    assert "frost_textures_sha256" in record and "OpenCV" in record["spatter_backend"]
+    small = GeneratedCorruptions(ds.clean, names, 3, cache_dir=tmp_path / "b", chunk=3)
+    clean = torch.from_numpy(ds.clean.images(np.array([5])))
+    for name in names:
+        domain = Domain(name, 3)
+        whole = ds.images(domain, np.arange(N))
+        assert torch.equal(small.images(domain, np.arange(N)[::-1]), whole.flip(0))
+        alone = corrupt(clean, name, 3, sample_generators(0, name, 3, [5]))
+        assert torch.equal(alone[0], whole[5])
+    before = ds.images(Domain("frost", 3), np.arange(4))
+    monkeypatch.setenv(frost.ENV_VAR, str(write_frost_textures(tmp_path / "tex2", seed=9)))
+    again = generated(clean_root, tmp_path / "a", corruptions=["frost"], severity=[3])
+    assert not torch.equal(again.images(Domain("frost", 3), np.arange(4)), before)  # not stale
     with pytest.raises(ValueError, match="severity must be in 1..5"):
         ds.images(Domain("contrast", 0), np.array([0]))
 
@@ -195,7 +227,9 @@ def test_make_c_jpeg_round_trip_replays_the_q85_save(clean_root, tmp_path):
     assert not torch.equal(jpeg_replay(made[:1]), made[:1])  # a second save changes pixels
 
 
-def test_make_c_cli_writes_and_reports_errors_without_traceback(clean_root, tmp_path, capsys):
+def test_make_c_cli_writes_and_reports_errors_without_traceback(
+    clean_root, tmp_path, capsys, monkeypatch
+):
     assert cli.main(["--help"]) == 0 and "  make-c " in capsys.readouterr().out
     out = str(tmp_path / "out")
     argv = ["make-c", "cifar100c", "--root", str(clean_root), "--out", out]
@@ -215,8 +249,10 @@ def test_make_c_cli_writes_and_reports_errors_without_traceback(clean_root, tmp_
     assert cli.main(["make-c", "cifar10c", "--root", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ttabench make-c: error: cifar10: data root") and "Traceback" not in err
+    monkeypatch.setenv(frost.ENV_VAR, str(tmp_path / "published"))  # no frost textures there
     assert cli.main(["make-c", "cifar10c", "--root", out, "--corruptions", "frost"]) == 2
     assert "frost cannot be generated" in capsys.readouterr().err
+    monkeypatch.setenv(frost.ENV_VAR, str(write_frost_textures(tmp_path / "frost")))
     assert cli.main(["make-c", "cifar10c", "--root", str(clean_root), "--severities", "5"]) == 2
     assert "hold all 5 severities" in capsys.readouterr().err
 

@@ -30,3 +30,14 @@ def test_the_recorded_command_retrains_a_model_above_90_percent(tmp_path):
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["clean_test_accuracy"] >= 0.90
     load_embedded(out)  # its record verifies (SHA-256, data fingerprint)
+
+
+def test_save_writes_a_record_that_the_loader_verifies(tmp_path):
+    """Fast: the record of a (not retrained) model names the command, hash and data."""
+    from ttabench.pretrain import save
+
+    out = tmp_path / "model.pt"
+    record = save(load_embedded(), PretrainConfig(), 0.99, 1.0, out, ["--epochs", "8"])
+    assert record["command"] == "ttabench pretrain --epochs 8"
+    assert json.loads(out.with_suffix(".json").read_text()) == record
+    load_embedded(out)  # SHA-256 and data fingerprint check out

@@ -3,6 +3,10 @@ nothing is lost when a method fails, diverges or the run is interrupted."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+
 import pandas as pd
 import pytest
 import torch
@@ -41,9 +45,26 @@ class FailingAt(Source):
     def forward(self, x):
         self.calls += 1
         if self.calls > self.at:
-            raise {"RuntimeError": RuntimeError, "KeyboardInterrupt": KeyboardInterrupt}[
-                self.error
-            ]("boom")
+            raise {
+                "RuntimeError": RuntimeError,
+                "KeyboardInterrupt": KeyboardInterrupt,
+                "SystemExit": SystemExit,
+            }[self.error]("boom")
+        return super().forward(x)
+
+
+class Peek(Source):
+    """Source that reads summary.csv from disk at its first batch (what a kill would leave)."""
+
+    seen: pd.DataFrame | None = None
+
+    def __init__(self, model, run_dir: str = ""):
+        self.run_dir = run_dir
+        super().__init__(model)
+
+    def forward(self, x):
+        if Peek.seen is None:
+            Peek.seen = pd.read_csv(f"{self.run_dir}/summary.csv", keep_default_na=False)
         return super().forward(x)
 
 
@@ -150,3 +171,49 @@ def test_method_seed_and_stream_seed_are_separate(tmp_path):
     assert a["stream_sha256"].iloc[0] == b["stream_sha256"].iloc[0]
     assert b["stream_sha256"].iloc[0] != c["stream_sha256"].iloc[0]
     assert torch.equal(torch.tensor(a["n"].values), torch.tensor(c["n"].values))
+
+
+def test_a_run_is_marked_incomplete_while_it_streams(tmp_path):
+    Peek.seen = None
+    run(compose_run(f"method._target_={__name__}.Peek", f"+method.run_dir={tmp_path}"), tmp_path)
+    assert (Peek.seen["status"] == "incomplete").all() and len(Peek.seen) == 1
+    assert Peek.seen["message"].iloc[0].startswith(f"running: host={socket.gethostname()} ")
+    assert Peek.seen["stream_sha256"].iloc[0] != ""  # the stream is known before streaming
+    assert (pd.read_csv(tmp_path / "summary.csv")["status"] == "complete").all()
+
+
+def test_an_exit_mid_stream_is_incomplete_never_complete(tmp_path):
+    # SystemExit (a pre-empted submitit job exits so) is no Exception: it used to leave the
+    # initial "complete" status on a truncated summary.
+    cfg = compose_run(
+        f"method._target_={__name__}.FailingAt", "+method.at=2", "+method.error=SystemExit"
+    )
+    with pytest.raises(SystemExit):
+        run(cfg, tmp_path)
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert (summary["status"] == "incomplete").all() and summary.iloc[-1]["n"] == 2 * 64
+    assert summary.iloc[-1]["message"] == "interrupted (SystemExit)"
+
+
+def test_a_configuration_error_is_recorded_as_failed_and_raised(tmp_path):
+    with pytest.raises(Exception, match="batch_size"):
+        run(compose_run("stream.batch_size=0"), tmp_path)
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert summary["status"].tolist() == ["failed"] and "batch_size" in summary["message"][0]
+
+
+def test_a_run_held_by_a_live_process_is_not_started_twice(tmp_path):
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        marker = f"running: host={socket.gethostname()} pid={holder.pid} since=now"
+        pd.DataFrame(
+            {"domain": ["all"], "n": [0], "status": ["incomplete"], "message": [marker]}
+        ).to_csv(tmp_path / "summary.csv", index=False)
+        summary = run(compose_run(), tmp_path)
+        assert summary["message"].iloc[-1] == marker and not (tmp_path / "online.csv").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not os.path.exists(f"/proc/{holder.pid}")
+    summary = run(compose_run(), tmp_path)  # the holder is gone: the run is redone
+    assert (summary["status"] == "complete").all()

@@ -17,7 +17,9 @@ USAGE = """usage: ttabench <command> [arguments]
 commands:
   run        stream a corrupted test set through a model and a TTA method (Hydra overrides;
              `ttabench run --help` lists the config groups and their options)
-  compare    collect summary.csv files into an error table (`ttabench compare --help`)
+  compare    collect summary.csv files into paper-style error tables (`ttabench compare --help`)
+  plot       figures from run directories: online accuracy, error vs delta, error per corruption
+             (`ttabench plot --help`)
   list       list the config groups and their options
   pretrain   retrain the embedded source model (`ttabench pretrain --help`)
   make-c     write a generated corruption benchmark in the published layout
@@ -33,6 +35,13 @@ def _run(argv: list[str]) -> int:
     from omegaconf import DictConfig
 
     from ttabench.run import run
+    from ttabench.sweep import missing_launcher, use_launcher_presets
+
+    problem = missing_launcher(argv)
+    if problem:
+        print(f"ttabench run: error: {problem}", file=sys.stderr)
+        return 2
+    use_launcher_presets()
 
     @hydra.main(config_path=str(config_dir()), config_name="run", version_base="1.3")
     def task(cfg: DictConfig) -> None:
@@ -40,6 +49,8 @@ def _run(argv: list[str]) -> int:
             summary = run(cfg)
         except (InstantiationException, ValueError, FileNotFoundError) as exc:
             print(f"ttabench run: error: {_reason(exc)}", file=sys.stderr)
+            if HydraConfig.get().mode == RunMode.MULTIRUN:
+                return  # recorded as failed in summary.csv; the other runs of the sweep go on
             sys.exit(2)
         columns = ["domain", "severity", "n", "error", "status"]
         print(summary[columns].to_string(index=False, float_format="%.2f"))
@@ -85,12 +96,19 @@ def _compare(argv: list[str]) -> int:
     return main(argv)
 
 
+def _plot(argv: list[str]) -> int:
+    from ttabench.plot import main
+
+    return main(argv)
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "run": _run,
     "compare": _compare,
     "list": _list,
     "pretrain": _pretrain,
     "make-c": _make_c,
+    "plot": _plot,
 }
 
 

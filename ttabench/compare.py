@@ -1,8 +1,11 @@
-"""``ttabench compare DIR...``: every run's summary.csv under DIR, as one error table.
+"""``ttabench compare DIR...``: every run's summary.csv under DIR, as paper-style error tables.
 
-Rows and columns are summary columns chosen by flags (default: rows = method, columns = domain
-in the order the runs saw them); cells are error % as mean +- std over seeds. Only complete runs
-are tabulated; incomplete and failed runs are listed underneath so they are never averaged in.
+Rows and columns are keys chosen by flags (default: rows = method, columns = domain); cells are
+error % as mean +- std over seeds with the best per column marked (bold in Markdown and LaTeX,
+``*`` in the terminal). ``--against DIR...`` puts a second result set side by side, with the
+difference. Only complete runs are tabulated; incomplete and failed runs are listed underneath,
+and cells whose runs saw different streams are flagged instead of averaged (the rules are in
+:mod:`ttabench.tables`). ``--format csv`` writes the tidy cells (one line per cell) instead.
 """
 
 from __future__ import annotations
@@ -11,60 +14,184 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from ttabench.results import ALL, collect
+from ttabench.tables import CHOICES, Table, build, select, side_by_side
 
-def collect(dirs: list[Path]) -> pd.DataFrame:
-    """All summary.csv files found (recursively) under ``dirs``, with a ``run_dir`` column."""
-    frames = []
-    for root in dirs:
-        for path in sorted(Path(root).rglob("summary.csv")):
-            frames.append(pd.read_csv(path, keep_default_na=False).assign(run_dir=str(path.parent)))
-    if not frames:
-        raise FileNotFoundError(f"no summary.csv under {', '.join(map(str, dirs))}")
-    return pd.concat(frames, ignore_index=True)
+FORMATS = ("table", "markdown", "latex", "csv")
+EXAMPLES = """examples:
+  ttabench compare outputs/sweeps/grid                       # rows method, columns domain
+  ttabench compare outputs/sweeps/grid --columns stream --format markdown
+  ttabench compare outputs/sweeps/grid --rows method,stream --columns delta --where batch_size=64
+  ttabench compare outputs/new --against results/summaries.csv.gz --labels new,ref
+  ttabench compare results/summaries.csv.gz --format latex --order method=source,bn"""
 
 
-def error_table(runs: pd.DataFrame, rows: list[str], column: str) -> pd.DataFrame:
-    """Pivot complete runs: one cell per (rows, column), error mean +- std over seeds."""
-    done = runs[runs["status"] == "complete"]
-    order = list(dict.fromkeys(done[column]))  # first-seen order: canonical for corruptions
-    stats = done.groupby([*rows, column], sort=False)["error"].agg(["mean", "std", "count"])
-    cells = stats.apply(
-        lambda s: f"{s['mean']:.1f}" + (f" ± {s['std']:.1f}" if s["count"] > 1 else ""), axis=1
+def cell_text(mean: float, std: float, n: int, flag: str, digits: int, full: int) -> str:
+    """``12.3 ± 0.4``; one seed: ``12.3``; fewer seeds than the table's most: ``(n=2)`` added."""
+    if flag:
+        return flag
+    if np.isnan(mean):
+        return ""
+    if n == 0:  # a difference
+        return f"{mean:+.{digits}f}"
+    text = f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if n > 1 else "")
+    return text + (f" (n={n})" if n < full else "")
+
+
+def layout(table: Table, digits: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The table as display strings (rows x columns, in order) and where the best cells are."""
+    cells = table.cells
+    full = int(cells.loc[cells["n"] > 0, "n"].max()) if (cells["n"] > 0).any() else 0
+    index = [*table.rows, *(["set"] if table.sets else [])]
+    text = cells.apply(
+        lambda c: cell_text(c["mean"], c["std"], c["n"], c["flag"], digits, full), axis=1
     )
-    table = cells.unstack(column)
-    return table[[c for c in order if c in table.columns]]
+    rounded = cells["mean"].round(digits).where((cells["flag"] == "") & (cells["n"] > 0))
+    group = [table.column, *(["set"] if table.sets else [])]
+    by = rounded.groupby([cells[k] for k in group])
+    best = (rounded == by.transform("min")) & (by.transform("count") > 1)  # a lone cell: no mark
+    frame = cells.assign(text=text, best=best).set_index([*index, table.column])
+    shown = frame["text"].unstack(table.column)
+    marks = frame["best"].unstack(table.column).reindex_like(shown).fillna(False).astype(bool)
+    orders = [table.order[k] for k in table.rows] + ([table.sets] if table.sets else [])
+    rows = sorted(shown.index, key=lambda r: _rank(r if isinstance(r, tuple) else (r,), orders))
+    columns = [c for c in table.order[table.column] if c in shown.columns]
+    shown, marks = shown.loc[rows, columns].fillna(""), marks.loc[rows, columns]
+    if table.column not in (*CHOICES, "domain"):  # bare numbers say nothing: `delta=0.1`
+        shown.columns = marks.columns = [f"{table.column}={c}" for c in columns]
+    return shown, marks
+
+
+def render(table: Table, fmt: str, digits: int = 1) -> str:
+    """The table in ``fmt`` (see FORMATS): text to print."""
+    if fmt == "csv":
+        return table.cells.to_csv(index=False, float_format=f"%.{digits + 2}f")
+    shown, best = layout(table, digits)
+    if fmt == "latex":
+        return _latex(shown, best)
+    mark = (lambda s: f"**{s}**") if fmt == "markdown" else (lambda s: f"{s}*")
+    shown = shown.where(~best, shown.apply(lambda column: column.map(mark)))  # pandas 2.0 too
+    flat = shown.reset_index()
+    style = "pipe" if fmt == "markdown" else "simple"
+    return flat.to_markdown(index=False, tablefmt=style, disable_numparse=True)  # keep "40.0"
+
+
+def caption(table: Table, domain: str) -> str:
+    """What the cells are, in one line (printed above the table)."""
+    where = "" if "domain" in [*table.rows, table.column] else f"; domain: {domain}"
+    best = "; best per column marked" if len(table.cells) > 1 else ""
+    delta = f"; Δ = {table.sets[0]} - {table.sets[1]}" if table.sets else ""
+    return (
+        f"Error % (mean ± std over seeds); rows: {', '.join(table.rows)}; "
+        f"columns: {table.column}{where}{best}{delta}"
+    )
+
+
+def _rank(row: tuple, orders: list[list]) -> tuple:
+    return tuple(o.index(v) if v in o else len(o) for v, o in zip(row, orders, strict=False))
+
+
+def _latex(shown: pd.DataFrame, best: pd.DataFrame) -> str:
+    def esc(value) -> str:
+        text = str(value)
+        for char in "&%$#_{}":
+            text = text.replace(char, f"\\{char}")
+        return text.replace("±", "$\\pm$").replace("Δ", "$\\Delta$")
+
+    names = [esc(n) for n in shown.index.names]
+    lines = [
+        f"\\begin{{tabular}}{{{'l' * len(names)}{'r' * shown.shape[1]}}}",
+        "\\toprule",
+        " & ".join([*names, *(esc(c) for c in shown.columns)]) + " \\\\",
+        "\\midrule",
+    ]
+    for i, (key, values) in enumerate(shown.iterrows()):
+        key = key if isinstance(key, tuple) else (key,)
+        marks = best.iloc[i]
+        cells = [
+            f"\\textbf{{{esc(v)}}}" if b else esc(v) for v, b in zip(values, marks, strict=True)
+        ]
+        lines.append(" & ".join([*(esc(k) for k in key), *cells]) + " \\\\")
+    return "\n".join([*lines, "\\bottomrule", "\\end{tabular}"])
+
+
+def key_values(items: list[str], flag: str) -> dict[str, list[str]]:
+    """``["stream=iid,sorted", ...]`` (repeated ``--where``/``--order``) as a dict of lists."""
+    out = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep:
+            raise ValueError(f"{flag} {item!r}: expected KEY=VALUE[,VALUE...]")
+        out[key] = values.split(",")
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ttabench compare",
+        description="Collect every run's summary.csv under DIR into paper-style error tables:\n"
+        "error % as mean +- std over seeds, best per column marked, unfinished runs listed,\n"
+        "cells whose runs saw different streams flagged (!sha). Rules: results/README.md.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories, or CSVs")
+    parser.add_argument("--rows", default="method", help="comma-separated row keys [method]")
+    parser.add_argument("--columns", default="domain", help="column key [domain]")
+    parser.add_argument("--domain", default=ALL, help="summary row used unless domain is a key")
+    add = parser.add_argument
+    add("--where", action="append", default=[], metavar="KEY=V[,V]", help="keep only these")
+    add("--order", action="append", default=[], metavar="KEY=V[,V]", help="values listed first")
+    add("--against", nargs="+", type=Path, metavar="DIR", help="second result set, side by side")
+    add("--labels", default="A,B", help="names of the two result sets with --against [A,B]")
+    add("--format", choices=FORMATS, default="table")
+    add("--digits", type=int, default=1, help="decimals [1]")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ttabench compare", description=__doc__.split("\n")[0])
-    parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories")
-    parser.add_argument("--rows", default="method", help="comma-separated row keys")
-    parser.add_argument("--columns", default="domain", help="column key")
-    parser.add_argument("--format", choices=["table", "markdown", "csv"], default="table")
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     try:
-        runs = collect(args.dirs)
-    except FileNotFoundError as exc:
-        print(f"ttabench compare: error: {exc}", file=sys.stderr)
+        where, order = key_values(args.where, "--where"), key_values(args.order, "--order")
+        runs = select(collect(args.dirs), where)
+        spec = {"rows": args.rows.split(","), "column": args.columns, "domain": args.domain}
+        if args.against:
+            other = select(collect(args.against), where)
+            labels = args.labels.split(",")
+            if len(labels) != 2:
+                raise ValueError("--labels: two names, e.g. --labels new,ref")
+            table = side_by_side(runs, other, labels, order=order, **spec)
+            pending = pd.concat([runs, other])
+        else:
+            table, pending = build(runs, order=order, **spec), runs
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) else exc
+        print(f"ttabench compare: error: {message}", file=sys.stderr)
         return 2
-    rows = args.rows.split(",")
-    unknown = [k for k in [*rows, args.columns] if k not in runs.columns]
-    if unknown:
-        print(
-            f"ttabench compare: unknown key(s) {unknown}; valid: {list(runs.columns)}",
-            file=sys.stderr,
-        )
-        return 2
-    table = error_table(runs, rows, args.columns)
-    if args.format == "markdown":
-        print(table.to_markdown())
-    elif args.format == "csv":
-        print(table.to_csv(), end="")
-    else:
-        print(table.to_string())
-    unfinished = runs[(runs["status"] != "complete") & (runs["domain"] == "all")]
-    for _, run in unfinished.iterrows():
-        print(f"not tabulated ({run['status']}): {run['run_dir']} {run.get('message', '')}")
+    notes = [*table.notes, *unfinished(pending)]
+    if args.format == "csv":
+        print(render(table, "csv", args.digits), end="")
+        for note in notes:
+            print(note, file=sys.stderr)
+        return 0
+    prefix = "% " if args.format == "latex" else ""  # LaTeX output stays compilable
+    print(f"{prefix}{caption(table, args.domain)}\n")
+    print(render(table, args.format, args.digits))
+    if notes:
+        print()
+    for note in notes:
+        print(f"{prefix}{'- ' if args.format == 'markdown' else ''}{note}")
     return 0
+
+
+def unfinished(runs: pd.DataFrame) -> list[str]:
+    """One line per run that is not complete (never averaged in)."""
+    last = runs.groupby("run_dir", sort=False).tail(1) if "run_dir" in runs else runs.tail(0)
+    bad = last[last["status"] != "complete"]
+    return [
+        f"not tabulated ({r['status']}): {r['run_dir']} {r.get('message', '')}".rstrip()
+        for _, r in bad.iterrows()
+    ]

@@ -14,7 +14,6 @@ import hashlib
 import json
 import math
 import shlex
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -112,9 +111,15 @@ def train(cfg: PretrainConfig) -> tuple[NormalizedModel, float, float]:
 
 
 def save(
-    model: NormalizedModel, cfg: PretrainConfig, acc: float, seconds: float, out: Path
+    model: NormalizedModel,
+    cfg: PretrainConfig,
+    acc: float,
+    seconds: float,
+    out: Path,
+    argv: list[str] | None = None,
 ) -> dict:
-    """Write the checkpoint (network state dict only) and its JSON record."""
+    """Write the checkpoint (network state dict only) and its JSON record, whose ``command``
+    is ``ttabench pretrain`` with ``argv`` (the arguments that made it)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.net.state_dict(), out)
     record = {
@@ -145,6 +150,6 @@ def main(argv: list[str] | None = None) -> int:
     out = args.pop("out")
     cfg = PretrainConfig(**args)
     model, acc, seconds = train(cfg)
-    record = save(model, cfg, acc, seconds, out)
+    record = save(model, cfg, acc, seconds, out, argv)
     print(json.dumps(record, indent=2))
     return 0

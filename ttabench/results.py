@@ -2,15 +2,16 @@
 
 ``online.csv`` is appended and flushed batch by batch, so a run killed at any moment keeps every
 row it logged. ``summary.csv`` is written atomically (temporary file + rename) with a ``status``
-column: ``complete``, ``incomplete`` (interrupted) or ``failed`` (an exception, kept in
-``message``), so a table is never silently truncated.
+column: ``complete``, ``incomplete`` (running, interrupted or killed) or ``failed`` (an
+exception, kept in ``message``), so a table is never silently truncated. :func:`collect` reads
+the summaries of many runs back as one table.
 """
 
 from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -36,15 +37,30 @@ TIMING_COLUMNS = ("seconds",)
 ALL = "all"  # the summary row over every sample of the stream
 
 
-class OnlineLog:
-    """Append-only CSV, one row per batch, flushed after every row."""
+PARAM_GROUPS = ("stream", "norm")  # ``<group>_params`` columns, expanded by :func:`collect`
 
-    def __init__(self, path: Path) -> None:
+
+class OnlineLog:
+    """Append-only CSV, one row per batch, flushed after every row.
+
+    Args:
+        path: The CSV file (created, header written).
+        on_new_domain: Called before the first row of every new ``domain`` value after the
+            first: the run refreshes its partial ``summary.csv`` there, when every earlier batch
+            is in its record.
+    """
+
+    def __init__(self, path: Path, on_new_domain: Callable[[], None] | None = None) -> None:
         self._file: IO[str] = open(path, "w", newline="")  # noqa: SIM115 (closed in close())
         self._writer = csv.DictWriter(self._file, fieldnames=ONLINE_COLUMNS)
         self._writer.writeheader()
+        self._on_new_domain = on_new_domain
+        self._domain: Any = None
 
     def write(self, row: dict[str, Any]) -> None:
+        if self._on_new_domain and self._domain is not None and row["domain"] != self._domain:
+            self._on_new_domain()
+        self._domain = row["domain"]
         self._writer.writerow(row)
         self._file.flush()
 
@@ -97,3 +113,46 @@ def summarize(
 def _common(values) -> int | str:
     distinct = set(values)
     return distinct.pop() if len(distinct) == 1 else ""
+
+
+def parse_params(text: str) -> dict[str, str]:
+    """``key=value;...`` (``stream_params``, ``norm_params``) back into a dict of strings."""
+    pairs = (item.split("=", 1) for item in str(text).split(";") if "=" in item)
+    return {k: v for k, v in pairs}
+
+
+def collect(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Every run's summary rows under ``paths``, as one table with a ``run_dir`` column.
+
+    A directory is searched recursively for ``summary.csv``; a file is read as a table of
+    summary rows written earlier by ``collect`` (e.g. ``results/summaries.csv.gz``). Run
+    directories reached twice (overlapping arguments) are read once. ``stream_params`` and
+    ``norm_params`` are expanded into ``stream.<key>`` / ``norm.<key>`` columns (strings, as
+    written), so tables can group by e.g. ``stream.delta``.
+    """
+    paths = [Path(p) for p in paths]
+    frames, seen = [], set()
+    for root in paths:
+        if root.is_file():
+            frames.append(pd.read_csv(root, keep_default_na=False, dtype=str))
+            continue
+        for path in sorted(root.rglob("summary.csv")):
+            key = path.parent.resolve()
+            if key not in seen:
+                seen.add(key)
+                frame = pd.read_csv(path, keep_default_na=False, dtype=str)
+                frames.append(frame.assign(run_dir=str(path.parent)))
+    if not frames:
+        raise FileNotFoundError(f"no summary.csv under {', '.join(map(str, paths))}")
+    runs = pd.concat(frames, ignore_index=True)
+    raw = [c for c in runs.columns if "." not in c]  # a combined file carries expanded columns
+    runs = runs[raw].drop_duplicates(ignore_index=True)
+    for group in PARAM_GROUPS:
+        column = f"{group}_params"
+        if column in runs:
+            params = pd.DataFrame([parse_params(t) for t in runs[column]], index=runs.index)
+            runs = runs.join(params.add_prefix(f"{group}.").fillna(""))
+    for column in ("n", "correct", "error", "seed", "stream_seed", "batch_size", "nonfinite"):
+        if column in runs:
+            runs[column] = pd.to_numeric(runs[column], errors="coerce")
+    return runs

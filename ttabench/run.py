@@ -3,12 +3,13 @@
 A plain function: the CLI calls it from the Hydra app, tests call it with a config composed by
 ``hydra.compose``. Writes into ``run_dir``: ``online.csv``, ``summary.csv``, ``stream.npz`` (the
 realised order; its SHA-256 is in ``summary.csv``), ``config.yaml`` and, with
-``save_predictions=true``, ``predictions.csv``.
+``save_predictions=true``, ``predictions.csv``. Resuming is :mod:`ttabench.resume`'s.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ttabench.results import OnlineLog, summarize, write_csv_atomic
+from ttabench.resume import RunState, keep_partial, run_state, running_message
 from ttabench.runner import StreamRecord, run_stream
+from ttabench.streams import StreamPlan
 
 log = logging.getLogger(__name__)
 PARTS = ("model", "dataset", "stream", "norm", "method")
@@ -29,64 +32,133 @@ PARTS = ("model", "dataset", "stream", "norm", "method")
 def run(cfg: DictConfig, run_dir: str | Path | None = None) -> pd.DataFrame:
     """Run one benchmark configuration; return its summary table (also in summary.csv).
 
-    A run whose ``summary.csv`` already says ``complete`` is not repeated (``resume=true``);
-    an earlier partial ``online.csv`` is kept aside, never overwritten.
+    Resumable (``resume=true``, the default): a run whose ``summary.csv`` says ``complete`` is
+    not repeated, one that a live process on this host is running is left alone, anything else
+    (failed, interrupted, killed) is run again with the earlier ``online.csv`` kept aside. The
+    first thing written is a ``summary.csv`` marked ``incomplete`` (``message=running: ...``),
+    refreshed at domain boundaries, so a run killed at any moment is never mistaken for a
+    finished one. A configuration error (bad knob, missing data) is recorded as ``failed`` and
+    raised; an exception while streaming is recorded as ``failed`` and not raised, so a sweep
+    goes on with its other runs.
     """
     run_dir = Path(run_dir) if run_dir else Path(HydraConfig.get().runtime.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    summary_path = run_dir / "summary.csv"
-    if cfg.get("resume", True) and _is_complete(summary_path):
-        log.info("%s is complete; skipping (resume=false to rerun)", run_dir)
-        return pd.read_csv(summary_path)
-    _keep_partial(run_dir)
+    if cfg.get("resume", True):
+        state = run_state(run_dir)
+        if state is not RunState.REDO:
+            why = "complete" if state is RunState.COMPLETE else "running in another process"
+            log.info("%s is %s; skipping (resume=false to rerun)", run_dir, why)
+            return pd.read_csv(run_dir / "summary.csv")
+    meta = _meta(cfg)
+    # Mark before touching anything else: from here on a kill leaves an `incomplete` summary.
+    _write_summary(run_dir, None, StreamRecord(), meta | _status("incomplete", running_message()))
+    keep_partial(run_dir)
     own = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])  # hydra's needs HydraConfig
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(own, resolve=True))
+    if cfg.get("threads"):  # else torch's default: the CPUs this process may use (see run.yaml)
+        torch.set_num_threads(int(cfg.threads))
 
     device = _device(cfg.get("device", "auto"))
+    log.info("device %s, %d torch threads", device, torch.get_num_threads())
     torch.manual_seed(cfg.seed)
-    dataset = instantiate(cfg.dataset)
-    plan = instantiate(cfg.stream).build(dataset.domains, dataset.labels)
+    try:
+        dataset = instantiate(cfg.dataset)
+        plan = instantiate(cfg.stream).build(dataset.domains, dataset.labels)
+    except Exception as exc:  # a configuration error: recorded, then the CLI reports it
+        _write_summary(run_dir, None, StreamRecord(), meta | _failed(run_dir, exc))
+        raise
     plan.save(run_dir)
-    meta = _choices(cfg) | {
+    meta |= {
+        "stream_sha256": plan.sha256(),
+        "provenance": ";".join(f"{k}={v}" for k, v in dataset.provenance().items()),
+    }
+    record = StreamRecord()
+    running = meta | _status("incomplete", running_message())
+    _write_summary(run_dir, plan, record, running)  # the marker, now with the stream's SHA-256
+    online = OnlineLog(run_dir / "online.csv", _Refresher(run_dir, plan, record, running))
+    status = _status("incomplete", "interrupted")  # until the stream has run to its end
+    try:
+        model = instantiate(cfg.norm).apply(instantiate(cfg.model)).to(device)
+        method = instantiate(cfg.method, model=model)
+        run_stream(method, dataset, plan, device, online, record, cfg.get("progress", True))
+        status = _status("complete", "")
+    except Exception as exc:  # recorded, not raised: a sweep goes on with its other runs
+        status = _failed(run_dir, exc)
+    except BaseException as exc:  # Ctrl-C, SystemExit (e.g. submitit pre-emption): re-raised
+        status = _status("incomplete", f"interrupted ({type(exc).__name__})")
+        raise
+    finally:
+        online.close()
+        if cfg.get("save_predictions", False):
+            _write_predictions(run_dir, plan, record)
+        # Last, so a summary that says complete implies every other file is written.
+        summary = _write_summary(run_dir, plan, record, meta | status)
+    log.info(
+        "%s: error %.2f%% over %d samples",
+        status["status"],
+        summary.iloc[-1].error,
+        summary.iloc[-1].n,
+    )
+    return summary
+
+
+class _Refresher:
+    """Rewrites the partial summary at domain boundaries, at a bounded cost.
+
+    Summarising is linear in the batches seen, so on long batch-size-1 streams (or mixed streams,
+    whose batch domain changes almost every batch) it is done at most once per ``20 x`` its own
+    duration and once a second: under 5 % of the run's time.
+    """
+
+    def __init__(
+        self, run_dir: Path, plan: StreamPlan, record: StreamRecord, meta: dict[str, Any]
+    ) -> None:
+        self.run_dir, self.plan, self.record, self.meta = run_dir, plan, record, meta
+        self.next_at = 0.0
+
+    def __call__(self) -> None:
+        if time.monotonic() < self.next_at:
+            return
+        start = time.monotonic()
+        _write_summary(self.run_dir, self.plan, self.record, self.meta)
+        now = time.monotonic()
+        self.next_at = now + max(1.0, 20 * (now - start))
+
+
+def _meta(cfg: DictConfig) -> dict[str, Any]:
+    """The columns every summary row carries, known before anything is built."""
+    return _choices(cfg) | {
         "seed": cfg.seed,
         "stream_seed": cfg.stream.seed,
         "batch_size": cfg.stream.batch_size,
         "stream_params": _params(cfg.stream, skip=("_target_", "seed", "batch_size")),
         "norm_params": _params(cfg.norm, skip=("_target_",)),
-        "stream_sha256": plan.sha256(),
-        "provenance": ";".join(f"{k}={v}" for k, v in dataset.provenance().items()),
+        "stream_sha256": "",
+        "provenance": "",
     }
-    record = StreamRecord()
-    online = OnlineLog(run_dir / "online.csv")
-    status, message = "complete", ""
-    try:
-        model = instantiate(cfg.norm).apply(instantiate(cfg.model)).to(device)
-        method = instantiate(cfg.method, model=model)
-        run_stream(method, dataset, plan, device, online, record, cfg.get("progress", True))
-    except KeyboardInterrupt:
-        status, message = "incomplete", "interrupted"
-        raise
-    except Exception as exc:  # recorded, not raised: a sweep goes on with its other runs
-        status, message = "failed", f"{type(exc).__name__}: {exc}"
-        (run_dir / "error.txt").write_text(traceback.format_exc())
-        log.error("run failed: %s (traceback in %s)", message, run_dir / "error.txt")
-    finally:
-        online.close()
-        summary = _write_summary(
-            run_dir, plan, record, meta | {"status": status, "message": message}
-        )
-        if cfg.get("save_predictions", False):
-            _write_predictions(run_dir, plan, record)
-    log.info("%s: error %.2f%% over %d samples", status, summary.iloc[-1].error, summary.iloc[-1].n)
-    return summary
 
 
-def _write_summary(run_dir: Path, plan, record: StreamRecord, meta: dict[str, Any]) -> pd.DataFrame:
+def _status(status: str, message: str) -> dict[str, str]:
+    return {"status": status, "message": message}
+
+
+def _failed(run_dir: Path, exc: BaseException) -> dict[str, str]:
+    message = f"{type(exc).__name__}: {exc}"
+    (run_dir / "error.txt").write_text(traceback.format_exc())
+    log.error("run failed: %s (traceback in %s)", message, run_dir / "error.txt")
+    return _status("failed", message)
+
+
+def _write_summary(
+    run_dir: Path, plan: StreamPlan | None, record: StreamRecord, meta: dict[str, Any]
+) -> pd.DataFrame:
+    """Summarise what ``record`` holds so far (nothing yet: one ``all`` row with n = 0)."""
     sample_domain = record.cat("sample_domain")
     correct = record.cat("sample_pred") == record.cat("sample_label")
+    domains = plan.domains if plan is not None else []
     summary = summarize(
-        [d.corruption for d in plan.domains],
-        [d.severity for d in plan.domains],
+        [d.corruption for d in domains],
+        [d.severity for d in domains],
         sample_domain,
         correct,
         record.batch_rows,
@@ -97,7 +169,7 @@ def _write_summary(run_dir: Path, plan, record: StreamRecord, meta: dict[str, An
     return summary
 
 
-def _write_predictions(run_dir: Path, plan, record: StreamRecord) -> None:
+def _write_predictions(run_dir: Path, plan: StreamPlan, record: StreamRecord) -> None:
     domain_ids = record.cat("sample_domain")
     frame = pd.DataFrame(
         {
@@ -131,18 +203,3 @@ def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def _is_complete(summary_path: Path) -> bool:
-    if not summary_path.exists():
-        return False
-    status = pd.read_csv(summary_path, usecols=["status"])["status"]
-    return bool(len(status)) and bool((status == "complete").all())
-
-
-def _keep_partial(run_dir: Path) -> None:
-    """Move the rows of an earlier unfinished attempt aside instead of overwriting them."""
-    online = run_dir / "online.csv"
-    if online.exists():
-        attempt = 1 + len(list(run_dir.glob("online.attempt*.csv")))
-        online.rename(run_dir / f"online.attempt{attempt}.csv")

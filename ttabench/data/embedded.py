@@ -1,17 +1,20 @@
 """The offline embedded benchmark: the synthetic test split under every available corruption.
 
-Works like CIFAR-10-C generated on the fly: 10 classes x 1,000 test images, each corruption at
-severities 1-5 with the CIFAR parameter tables. Each domain is corrupted once, in fixed chunks
-with generators seeded by (seed, corruption, severity, chunk), and cached as a ``.npy`` file that
-is then memory-mapped, so only the rows a batch needs are read. The cache key covers the
-generator, the corruption code and the seed, so a code change never serves stale images.
+Works like CIFAR-10-C (Hendrycks & Dietterich, ICLR 2019) generated on the fly: 10 classes x
+1,000 test images, each corruption at severities 1-5 with the CIFAR parameter tables. Seeding is
+per sample, as for generated benchmarks: image ``i`` of a domain is corrupted with the generator
+of ``(seed, corruption, severity, i)`` (``corruptions.sample_generators``), so it does not depend
+on chunking, batch size or ``n_per_domain``; the corruption runs batched, one call per chunk.
+Each domain is corrupted once and cached as a ``.npy`` file that is then memory-mapped, so only
+the rows a batch needs are read. The cache key covers the generator, the corruption code, the
+seeding scheme and the seed (and frost's textures / spatter's OpenCV for those domains), so a
+change never serves stale images.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,10 +23,18 @@ import torch
 
 from ttabench.data import synthetic
 from ttabench.data.base import Domain
-from ttabench.data.corruptions import available_corruptions, corrupt
+from ttabench.data.corruptions import (
+    available_corruptions,
+    corrupt,
+    corruption_fingerprint,
+    corruption_provenance,
+    sample_generators,
+    unavailable_reason,
+)
 
 CLEAN = "clean"  # pseudo-corruption: the clean test images (severity 0)
 _CHUNK = 1000
+_SEEDING = "per sample (seed, corruption, severity, index)"
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -69,6 +80,11 @@ class EmbeddedCorruptions:
         unknown = [c for c in corruptions if c not in valid]
         if unknown or not corruptions:
             raise ValueError(f"unknown corruption(s) {unknown}; valid: {valid}")
+        for c in dict.fromkeys(corruptions):
+            reason = None if c == CLEAN else unavailable_reason(c)
+            if reason:
+                keep = ",".join(k for k in corruptions if k != c)
+                raise ValueError(f"{reason} (or drop it: dataset.corruptions=[{keep}])")
         severities = [severity] if isinstance(severity, int) else list(severity)
         if not severities or any(s not in range(1, 6) for s in severities):
             raise ValueError(f"severity must be in 1..5 (or a list of them), got {severity}")
@@ -76,16 +92,19 @@ class EmbeddedCorruptions:
             raise ValueError(f"n_per_domain must be >= 1 or null, got {n_per_domain}")
         self.name = name
         self.seed = seed
+        self.corruptions = [c for c in corruptions if c != CLEAN]
         self.n_per_domain = n_per_domain
         self.domains = [
             Domain(c, 0 if c == CLEAN else s)
             for c in corruptions
             for s in ([0] if c == CLEAN else severities)
         ]
+        self.code_hash = _corruption_code_hash()[:16]
         key = hashlib.sha256(
-            (synthetic.fingerprint(seed) + _corruption_code_hash()).encode()
+            (synthetic.fingerprint(seed) + _corruption_code_hash() + _SEEDING).encode()
         ).hexdigest()[:16]
         self.cache = cache_root(cache_dir) / "embedded" / key
+        self._tags = {c: corruption_fingerprint(c) for c in self.corruptions}
         self._arrays: dict[Domain, np.ndarray] = {}
 
     def labels(self, domain: Domain) -> np.ndarray:
@@ -98,11 +117,16 @@ class EmbeddedCorruptions:
         return torch.from_numpy(np.ascontiguousarray(array[indices]))
 
     def provenance(self) -> dict[str, str]:
+        """``source=embedded``, generator fingerprint, profile, seed and seeding, corruption code,
+        and what frost / spatter used (texture files and hash, OpenCV version)."""
         return {
             "source": "embedded",
             "generator_fingerprint": synthetic.fingerprint(self.seed)[:16],
             "corruption_profile": "cifar",
             "seed": str(self.seed),
+            "seeding": _SEEDING,
+            "corruption_code": self.code_hash,
+            **corruption_provenance(self.corruptions),
         }
 
     def _domain_images(self, domain: Domain) -> np.ndarray:
@@ -114,7 +138,13 @@ class EmbeddedCorruptions:
 
     def _load(self, domain: Domain, what: str) -> np.ndarray:
         """Memory-map a cached array, generating and caching it first if needed."""
-        path = self.cache / f"{domain.corruption}-{domain.severity}-{what}.npy"
+        tag = None
+        if what == "images" and domain.corruption != CLEAN:
+            if domain.corruption not in self._tags:
+                self._tags[domain.corruption] = corruption_fingerprint(domain.corruption)
+            tag = self._tags[domain.corruption]
+        name = f"{domain.corruption}-{domain.severity}-{what}" + (f"-{tag}" if tag else "")
+        path = self.cache / f"{name}.npy"
         if not path.exists():
             self.cache.mkdir(parents=True, exist_ok=True)
             array = self._generate(domain, what)
@@ -129,10 +159,9 @@ class EmbeddedCorruptions:
             return labels if what == "labels" else images
         clean = torch.from_numpy(np.array(self._load(Domain(CLEAN, 0), "images")))
         out = torch.empty_like(clean)
-        name_key = zlib.crc32(domain.corruption.encode())
         for start in range(0, len(clean), _CHUNK):
-            key = np.random.SeedSequence([self.seed, name_key, domain.severity, start])
-            gen = torch.Generator().manual_seed(int(key.generate_state(1, np.uint64)[0] >> 1))
-            chunk = clean[start : start + _CHUNK]
-            out[start : start + _CHUNK] = corrupt(chunk, domain.corruption, domain.severity, gen)
+            stop = min(start + _CHUNK, len(clean))
+            name, severity = domain.corruption, domain.severity
+            gens = sample_generators(self.seed, name, severity, range(start, stop))
+            out[start:stop] = corrupt(clean[start:stop], name, severity, gens)
         return out.numpy()

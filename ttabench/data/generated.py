@@ -6,12 +6,11 @@ The originals are unseeded, so only distributional fidelity is possible; the reb
 
 Seeding is per sample: the noise of a sample under (corruption, severity) comes from a generator
 seeded by ``SeedSequence([seed, crc32(corruption), severity, index])``, where ``index`` is the
-sample's position in the *full* clean set. Why per sample rather than per chunk (as the embedded
-dataset does): an image then depends on those four numbers only, not on batch size, stream order,
-worker count, ``n_per_domain``, an id list or the cache's chunk size, so a 5,000-image ImageNet
-subset and the full 50,000 agree on shared images, and ``make-c`` writes exactly what this class
-serves. Cost: one ``corrupt`` call per image, about 1.5x the batched time at 32 px (fog, snow and
-glass blur lose most), negligible at 224 px where per-image work dominates.
+sample's position in the *full* clean set (``corruptions.sample_generators``). An image then
+depends on those four numbers only, not on batch size, stream order, worker count,
+``n_per_domain``, an id list or the cache's chunk size, so a 5,000-image ImageNet subset and the
+full 50,000 agree on shared images, and ``make-c`` writes exactly what this class serves. The
+corruption itself stays one batched call per chunk: ``corrupt`` takes one generator per sample.
 
 ImageNet profile: each corrupted image is JPEG-encoded at quality 85 (PIL, ``optimize=True``)
 and decoded again, replaying ``make_imagenet_c.py``'s final save (evaluation on the JPEGs is what
@@ -20,7 +19,8 @@ the authors recommend; issue #16 saw ~10 points difference without it).
 Cache: rows are generated and cached in fixed chunks (``<cache>/generated/<source>/<key>/
 <corruption>-<severity>/<chunk>.npy``, memory-mapped on use), only for chunks a stream touches.
 The key hashes the clean files' fingerprint, the sample list, the corruption code, profile, seed
-and JPEG replay, so a change of any of them never serves stale images.
+and JPEG replay, and a domain folder of frost / spatter also names a hash of their textures /
+OpenCV version, so a change of any of them never serves stale images.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,12 +37,20 @@ from PIL import Image
 
 from ttabench.data.base import Domain
 from ttabench.data.clean import CleanSet
-from ttabench.data.corruptions import COMMON_CORRUPTIONS, UNAVAILABLE, corrupt
+from ttabench.data.corruptions import (
+    COMMON_CORRUPTIONS,
+    corrupt,
+    corruption_fingerprint,
+    corruption_provenance,
+    sample_generators,
+    unavailable_reason,
+)
 from ttabench.data.corruptions.tables import ALL_CORRUPTIONS
 from ttabench.data.embedded import cache_root
 from ttabench.data.roots import check_corruptions, check_severities
 
 JPEG_QUALITY = 85  # make_imagenet_c.py: Image.save(..., quality=85, optimize=True)
+MAX_BATCH = 1024  # images per corrupt call up to 64 px (64 at 224 px)
 
 
 def corruption_code_hash() -> str:
@@ -55,13 +62,18 @@ def corruption_code_hash() -> str:
 
 
 def check_generatable(corruptions: Sequence[str]) -> list[str]:
-    """Known corruptions that ``corrupt`` implements, or a ValueError saying why not."""
+    """Known corruptions that can run here, or a ValueError saying why not and what to do.
+
+    frost needs its texture photographs and spatter OpenCV (optional installs); the error
+    carries the install instructions of the first missing piece.
+    """
     names = check_corruptions(corruptions, ALL_CORRUPTIONS)
-    missing = [c for c in names if c in UNAVAILABLE]
+    reasons = {c: unavailable_reason(c) for c in dict.fromkeys(names)}
+    missing = [c for c, reason in reasons.items() if reason]
     if missing:
-        keep = [c for c in names if c not in UNAVAILABLE]
+        keep = [c for c in names if c not in missing]
         raise ValueError(
-            f"{', '.join(missing)} cannot be generated ({UNAVAILABLE[missing[0]]}); use the "
+            f"{', '.join(missing)} cannot be generated ({reasons[missing[0]]}); use the "
             f"published files (dataset.source=files) or drop it: "
             f"dataset.corruptions=[{','.join(keep)}]"
         )
@@ -70,20 +82,24 @@ def check_generatable(corruptions: Sequence[str]) -> list[str]:
 
 def sample_generator(seed: int, corruption: str, severity: int, index: int) -> torch.Generator:
     """The generator of one sample's corruption noise (see module docstring)."""
-    key = np.random.SeedSequence([seed, zlib.crc32(corruption.encode()), severity, int(index)])
-    return torch.Generator().manual_seed(int(key.generate_state(1, np.uint64)[0] >> 1))
+    return sample_generators(seed, corruption, severity, [index])[0]
 
 
 def corrupt_samples(
     clean: CleanSet, positions: np.ndarray, corruption: str, severity: int, seed: int
 ) -> torch.Tensor:
-    """uint8 (n, 3, H, W): the clean samples at ``positions`` corrupted, before any JPEG save."""
+    """uint8 (n, 3, H, W): the clean samples at ``positions`` corrupted, before any JPEG save.
+
+    One batched ``corrupt`` call per ``MAX_BATCH`` images (bounding the float64 temporaries at
+    224 px); per-sample generators make the result independent of that split.
+    """
     images = torch.from_numpy(np.ascontiguousarray(clean.images(positions)))
     out = torch.empty_like(images)
-    for row, index in enumerate(clean.index[positions]):
-        gen = sample_generator(seed, corruption, severity, index)
-        one = images[row : row + 1]
-        out[row : row + 1] = corrupt(one, corruption, severity, gen, clean.profile)
+    step = MAX_BATCH if clean.image_size <= 64 else MAX_BATCH // 16
+    for start in range(0, len(images), step):
+        rows = slice(start, start + step)
+        gens = sample_generators(seed, corruption, severity, clean.index[positions][rows])
+        out[rows] = corrupt(images[rows], corruption, severity, gens, clean.profile)
     return out
 
 
@@ -110,8 +126,8 @@ class GeneratedCorruptions:
 
     Args:
         clean: The clean test set (:func:`ttabench.data.clean.load_clean`).
-        corruptions: Corruption names in stream order (implemented ones only: no frost,
-            spatter).
+        corruptions: Corruption names in stream order (frost needs its textures, spatter
+            OpenCV; a missing one is a ValueError at construction).
         severity: One severity 1-5 or a list; every severity can be read.
         seed: Corruption noise seed.
         jpeg_quality: Replay a JPEG save at this quality (85 for the ImageNet profile; None:
@@ -149,6 +165,7 @@ class GeneratedCorruptions:
             ).encode()
         ).hexdigest()[:16]
         self.cache = cache_root(cache_dir) / "generated" / clean.name / key
+        self._tags = {c: corruption_fingerprint(c) for c in corruptions}  # cache folder suffixes
 
     def labels(self, domain: Domain) -> np.ndarray:
         """int64 labels of the clean samples (the same for every domain)."""
@@ -171,7 +188,8 @@ class GeneratedCorruptions:
         return torch.from_numpy(out)
 
     def provenance(self) -> dict[str, str]:
-        """``source=generated``, the clean source and its fingerprint, profile, seed, seeding."""
+        """``source=generated``, the clean source and its fingerprint, profile, seed, seeding,
+        and what frost / spatter used (texture files and hash, OpenCV version)."""
         return {
             "source": "generated",
             "clean": self.clean.name,
@@ -182,16 +200,22 @@ class GeneratedCorruptions:
             "seed": str(self.seed),
             "seeding": "per sample (seed, corruption, severity, index)",
             "corruption_code": self.code_hash,
+            **corruption_provenance(self.corruptions),
         }
 
     def _check_domain(self, domain: Domain) -> None:
-        check_generatable([domain.corruption])
+        if domain.corruption not in self._tags:  # checked (and tagged) at construction
+            check_generatable([domain.corruption])
         if not 1 <= domain.severity <= 5:
             raise ValueError(f"severity must be in 1..5, got {domain.severity} ({domain})")
 
     def _chunk(self, domain: Domain, c: int) -> np.ndarray:
         """Rows ``[c * chunk, (c + 1) * chunk)`` of a domain, memory-mapped from the cache."""
-        path = self.cache / domain.name / f"{c:05d}.npy"
+        if domain.corruption not in self._tags:
+            self._tags[domain.corruption] = corruption_fingerprint(domain.corruption)
+        tag = self._tags[domain.corruption]
+        folder = f"{domain.name}-{tag}" if tag else domain.name
+        path = self.cache / folder / f"{c:05d}.npy"
         if not path.exists():
             positions = np.arange(c * self.chunk, min((c + 1) * self.chunk, len(self.clean.labels)))
             images = corrupt_samples(

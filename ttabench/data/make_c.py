@@ -28,7 +28,7 @@ import numpy as np
 from ttabench.data.benchmarks import BENCHMARKS
 from ttabench.data.cifar_c import MAKE_C_RECORD
 from ttabench.data.clean import CleanSet, load_clean
-from ttabench.data.corruptions import COMMON_CORRUPTIONS, UNAVAILABLE
+from ttabench.data.corruptions import COMMON_CORRUPTIONS, corruption_provenance
 from ttabench.data.generated import (
     JPEG_QUALITY,
     check_generatable,
@@ -60,7 +60,7 @@ def make_c(
             or ``imagenetc`` (JPEG folders).
         root: Data root of the clean set (None: ``$TTA_DATA_ROOT``).
         out: Output data root (None: ``root``); files go to ``out/<folder>``.
-        corruptions: Names (default: the canonical 15 minus those not implemented).
+        corruptions: Names (default: the canonical 15; frost needs its textures installed).
         severities: JPEG layout only (the npy layout always holds all 5).
         n_per_domain: Samples per domain (None: all).
         id_list: ImageNet only: RobustBench-style id list selecting the samples.
@@ -76,9 +76,7 @@ def make_c(
         valid = [b for b, spec in BENCHMARKS.items() if spec.clean]
         raise ValueError(f"make-c cannot generate {benchmark!r}; valid: {', '.join(valid)}")
     spec = BENCHMARKS[benchmark]
-    corruptions = check_generatable(
-        corruptions or [c for c in COMMON_CORRUPTIONS if c not in UNAVAILABLE]
-    )
+    corruptions = check_generatable(corruptions or list(COMMON_CORRUPTIONS))
     severities = check_severities(severities or [1, 2, 3, 4, 5])
     if spec.layout == "npy" and severities != [1, 2, 3, 4, 5]:
         raise ValueError(f"{spec.folder} files hold all 5 severities; drop --severities")
@@ -98,6 +96,7 @@ def make_c(
         "seed": seed,
         "seeding": "per sample (seed, corruption, severity, index)",
         "corruption_code": corruption_code_hash()[:16],
+        **corruption_provenance(corruptions),  # frost textures, OpenCV version
     }
     _check_record(target / MAKE_C_RECORD, record, overwrite)
     target.mkdir(parents=True, exist_ok=True)
@@ -197,7 +196,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--root", help=f"data root of the clean set (default ${ENV_VAR})")
     parser.add_argument("--out", help="output data root (default: --root)")
     parser.add_argument(
-        "--corruptions", help="comma-separated names (default: the common 15 that can be generated)"
+        "--corruptions", help="comma-separated names (default: the common 15 in canonical order)"
     )
     parser.add_argument("--severities", help="comma-separated, JPEG layout only (default 1-5)")
     parser.add_argument("--n-per-domain", type=int, help="samples per domain (default: all)")

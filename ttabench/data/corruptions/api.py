@@ -3,30 +3,84 @@
 "Benchmarking Neural Network Robustness to Common Corruptions and Perturbations" defines 15
 common and 4 extra corruptions at 5 severities; ``corrupt`` applies one of them to a batch of
 uint8 images on any device with the parameter table of a profile (``cifar`` = CIFAR-10-C,
-``imagenet`` = ImageNet-C), drawing all randomness from a ``torch.Generator``.
+``imagenet`` = ImageNet-C), drawing all randomness from ``torch.Generator``s: one per sample
+(``sample_generators``) makes every image independent of the batch it is corrupted in.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import zlib
+from collections.abc import Iterable, Sequence
+
+import numpy as np
 import torch
 
 # Importing the family modules registers their corruptions.
-from . import blur, digital, elastic, noise, weather  # noqa: F401
+from . import blur, digital, elastic, frost, noise, spatter, weather  # noqa: F401
 from .ops import RandomSource
-from .registry import REGISTRY, UNAVAILABLE
+from .registry import REGISTRY, UNAVAILABLE, CorruptionUnavailableError
 from .tables import ALL_CORRUPTIONS, PROFILES, TABLES
+
+Generators = torch.Generator | Sequence[torch.Generator] | None
 
 
 def available_corruptions() -> tuple[str, ...]:
-    """Names implemented here, in canonical order (common 15, then the extras)."""
+    """Names implemented here, in canonical order (common 15, then the extras).
+
+    frost and spatter are implemented but need an optional piece (textures, OpenCV); see
+    ``registry.unavailable_reason``.
+    """
     return tuple(name for name in ALL_CORRUPTIONS if name in REGISTRY)
+
+
+def sample_generators(
+    seed: int, corruption: str, severity: int, indices: Iterable[int]
+) -> list[torch.Generator]:
+    """One CPU generator per sample, seeded by ``SeedSequence([seed, crc32(name), severity, i])``.
+
+    The per-sample seeding of spec 6.2: passed to ``corrupt``, sample ``i``'s output depends on
+    these four numbers only, not on batch size, order, worker count or subset.
+    """
+    name_key = zlib.crc32(corruption.encode())
+    out = []
+    for index in indices:
+        key = np.random.SeedSequence([seed, name_key, severity, int(index)])
+        out.append(torch.Generator().manual_seed(int(key.generate_state(1, np.uint64)[0] >> 1)))
+    return out
+
+
+def corruption_provenance(names: Iterable[str]) -> dict[str, str]:
+    """What the corruptions ``names`` used beyond this code (frost textures, OpenCV version).
+
+    Raises:
+        CorruptionUnavailableError: one of them lacks its optional piece.
+    """
+    out: dict[str, str] = {}
+    for name in names:
+        corruption = REGISTRY.get(name)
+        if corruption is not None and corruption.describe is not None:
+            out.update(corruption.describe())
+    return out
+
+
+def corruption_fingerprint(name: str) -> str:
+    """Short hash of ``corruption_provenance([name])`` ('' when it uses nothing external).
+
+    Part of cache keys, so other frost textures or another OpenCV never serve stale images.
+    """
+    record = corruption_provenance([name])
+    if not record:
+        return ""
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def corrupt(
     images: torch.Tensor,
     name: str,
     severity: int,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     profile: str = "cifar",
 ) -> torch.Tensor:
     """Corrupt a batch of images as the CIFAR-10-C / ImageNet-C generator scripts do.
@@ -35,9 +89,12 @@ def corrupt(
         images: uint8 tensor (B, 3, H, W), RGB, on any device.
         name: corruption name, e.g. ``"gaussian_noise"`` (see ``available_corruptions()``).
         severity: 1..5.
-        generator: source of every random number (tensors are drawn on its device, then moved
-            to ``images.device``), so one generator state always gives the same output. ``None``
-            uses torch's global RNG of ``images.device``.
+        generator: source of every random number. A sequence of ``B`` generators (e.g.
+            ``sample_generators``) gives image ``i`` its own generator: its output is then the
+            same in any batch, order or batch size (the spec's per-sample seeding). One
+            generator draws for the whole batch at once (same generator state, same output for
+            the same batch). ``None`` uses torch's global RNG of ``images.device``. Tensors are
+            drawn on the generators' device, then moved to ``images.device``.
         profile: parameter table, ``"cifar"`` (``make_cifar_c.py``, 32 px) or ``"imagenet"``
             (``make_imagenet_c.py``, 224 px). Other image sizes are accepted; the tables'
             parameters are then used unchanged (they are in pixels for blur, snow and elastic).
@@ -49,9 +106,10 @@ def corrupt(
         uint8 of Pillow.
 
     Raises:
-        ValueError: unknown ``name`` or ``profile``, ``severity`` outside 1..5, or bad images.
-        NotImplementedError: a canonical corruption that is not implemented here (frost,
-            spatter), with the reason and what it would need.
+        ValueError: unknown ``name`` or ``profile``, ``severity`` outside 1..5, bad images, or
+            a generator sequence whose length is not ``B``.
+        CorruptionUnavailableError: frost without its textures, spatter without OpenCV (the
+            message says how to install them).
     """
     if name not in ALL_CORRUPTIONS:
         raise ValueError(
@@ -69,8 +127,24 @@ def corrupt(
         raise ValueError("images must be a uint8 torch.Tensor of shape (B, 3, H, W)")
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must have shape (B, 3, H, W), got {tuple(images.shape)}")
+    entry = REGISTRY[name]
+    if entry.check is not None:
+        entry.check()
+    per_sample = generator is not None and not isinstance(generator, torch.Generator)
+    if per_sample and len(generator) != images.shape[0]:
+        raise ValueError(f"got {len(generator)} generators for {images.shape[0]} images")
     if images.shape[0] == 0:
         return images.clone()
     params = TABLES[name][profile][severity - 1]
-    out = REGISTRY[name].fn(images, params, RandomSource(generator, images.device))
-    return out.to(images.device)
+    rng = RandomSource(generator, images.device, images.shape[0])
+    return entry.fn(images, params, rng).to(images.device)
+
+
+__all__ = [
+    "CorruptionUnavailableError",
+    "available_corruptions",
+    "corrupt",
+    "corruption_fingerprint",
+    "corruption_provenance",
+    "sample_generators",
+]

@@ -140,12 +140,16 @@ def glass_apply(images: torch.Tensor, param: tuple, offsets: torch.Tensor) -> to
 
 @register("glass_blur", random=True)
 def glass_blur(images: torch.Tensor, param: tuple, rng: RandomSource) -> torch.Tensor:
-    """Glass: local pixel shuffling between two Gaussian blurs (see ``glass_shuffle_index``)."""
+    """Glass: local pixel shuffling between two Gaussian blurs (see ``glass_shuffle_index``).
+
+    All of a sample's step offsets are drawn up front, batch first (per-sample seeding), and
+    handed to the loop as (iterations, steps, B, 2).
+    """
     _, delta, iterations = param
     b, _, h, w = images.shape
     steps = max(h - 2 * delta, 0) * max(w - 2 * delta, 0)
-    offsets = rng.integers((iterations, steps, b, 2), -delta, delta)
-    return glass_apply(images, param, offsets)
+    offsets = rng.integers((b, iterations, steps, 2), -delta, delta)
+    return glass_apply(images, param, offsets.permute(1, 2, 0, 3))
 
 
 @register("motion_blur", random=True)

@@ -4,7 +4,7 @@ From "Benchmarking Neural Network Robustness to Common Corruptions and Perturbat
 (``make_cifar_c.py``, ``make_imagenet_c.py``). pixelate and jpeg_compression return PIL images
 in the originals (exact uint8, no truncation step); pixelate is rebuilt bit-exactly from
 Pillow's fixed-point BOX resampler, JPEG is Pillow itself. elastic_transform lives in
-``elastic.py``; spatter is registered as unavailable (see ``registry.UNAVAILABLE``).
+``elastic.py``, spatter (grouped with the weather ones) in ``spatter.py``.
 """
 
 from __future__ import annotations

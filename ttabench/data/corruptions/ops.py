@@ -16,7 +16,7 @@ device, reproducing the library numerics where that is what decides the output b
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -26,39 +26,87 @@ Shape = Sequence[int]
 
 
 class RandomSource:
-    """All randomness of one ``corrupt`` call, drawn from one ``torch.Generator``.
+    """All randomness of one ``corrupt`` call, drawn per sample or from one generator.
 
-    Random tensors are created on the generator's device (so a given generator state gives the
-    same numbers whatever the image device) and then moved to ``device``. Without a generator,
-    torch's global RNG of ``device`` is used.
+    Every draw has the batch as its leading dimension (``shape[0] == B``). With a sequence of
+    ``B`` generators (per-sample seeding, spec 6.2), sample ``i``'s part of every draw comes
+    from generator ``i`` alone, in the same order whatever the batch, so an image's corruption
+    does not depend on the batch size, the order or the other images. With one generator (or
+    ``None``: torch's global RNG of ``device``) a draw is one call for the whole batch.
+
+    Random tensors are created on the generators' device (so a given generator state gives the
+    same numbers whatever the image device) and then moved to ``device``.
     """
 
-    def __init__(self, generator: torch.Generator | None, device: torch.device) -> None:
-        self.generator = generator
+    def __init__(
+        self,
+        generator: torch.Generator | Sequence[torch.Generator] | None,
+        device: torch.device | str,
+        batch: int | None = None,
+    ) -> None:
         self.device = torch.device(device)
-        self._source = generator.device if generator is not None else self.device
+        if generator is None or isinstance(generator, torch.Generator):
+            self.generator, self.generators = generator, None
+            self._source = generator.device if generator is not None else self.device
+            return
+        gens = list(generator)
+        if not gens or not all(isinstance(g, torch.Generator) for g in gens):
+            raise ValueError("generator must be a torch.Generator or a sequence of them")
+        if batch is not None and len(gens) != batch:
+            raise ValueError(f"got {len(gens)} generators for a batch of {batch} images")
+        if len({g.device for g in gens}) != 1:
+            raise ValueError("per-sample generators must all be on the same device")
+        self.generator, self.generators = None, gens
+        self._source = gens[0].device
 
-    def _kw(self) -> dict:
-        return {"generator": self.generator, "device": self._source}
+    @property
+    def per_sample(self) -> bool:
+        """Whether each sample has its own generator."""
+        return self.generators is not None
+
+    def _check_leading(self, shape: tuple) -> list[torch.Generator]:
+        gens = self.generators or []
+        if not shape or shape[0] != len(gens):
+            raise ValueError(
+                f"per-sample draws need the batch ({len(gens)}) as leading dimension, got "
+                f"shape {shape}"
+            )
+        return gens
+
+    def _draw(self, shape: Shape, fn: Callable[[tuple, torch.Generator | None], torch.Tensor]):
+        """``fn(shape, generator)`` once, or per sample on ``shape[1:]`` and stacked."""
+        shape = tuple(shape)
+        if self.generators is None:
+            return fn(shape, self.generator).to(self.device)
+        gens = self._check_leading(shape)
+        return torch.stack([fn(shape[1:], g) for g in gens]).to(self.device)
 
     def normal(self, shape: Shape, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
         """float64 N(mean, std**2) samples."""
-        z = torch.randn(tuple(shape), dtype=torch.float64, **self._kw())
-        return (z * std + mean).to(self.device)
+        kw = {"dtype": torch.float64, "device": self._source}
+        z = self._draw(shape, lambda s, g: torch.randn(s, generator=g, **kw))
+        return z * std + mean
 
     def uniform(self, shape: Shape, low: float, high: float) -> torch.Tensor:
         """float64 U[low, high) samples (numpy's ``low + (high - low) * random()``)."""
-        u = torch.rand(tuple(shape), dtype=torch.float64, **self._kw())
-        return (low + (high - low) * u).to(self.device)
+        kw = {"dtype": torch.float64, "device": self._source}
+        u = self._draw(shape, lambda s, g: torch.rand(s, generator=g, **kw))
+        return low + (high - low) * u
 
     def integers(self, shape: Shape, low: int, high: int) -> torch.Tensor:
         """int64 samples uniform on ``[low, high)`` like ``np.random.randint``."""
-        return torch.randint(low, high, tuple(shape), **self._kw()).to(self.device)
+        return self._draw(
+            shape, lambda s, g: torch.randint(low, high, s, generator=g, device=self._source)
+        )
 
     def poisson(self, rates: torch.Tensor) -> torch.Tensor:
-        """float64 Poisson(rates) samples."""
+        """float64 Poisson(rates) samples; ``rates`` has the batch as leading dimension."""
         src = rates.to(self._source, torch.float64)
-        return torch.poisson(src, generator=self.generator).to(self.device)
+        if self.generators is None:
+            return torch.poisson(src, generator=self.generator).to(self.device)
+        gens = self._check_leading(tuple(src.shape))
+        out = [torch.poisson(r, generator=g) for r, g in zip(src, gens, strict=True)]
+        return torch.stack(out).to(self.device)
 
 
 def to_unit(images: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:

@@ -3,7 +3,8 @@
 Follows the recipes of "Benchmarking Neural Network Robustness to Common Corruptions and
 Perturbations" (``make_cifar_c.py`` / ``make_imagenet_c.py``) image by image on HWC uint8 arrays,
 with the libraries they used where those are still importable here (scipy.ndimage, Pillow) and
-small numpy stand-ins for the rest: OpenCV's float32 ``GaussianBlur`` of the disk kernel and
+small numpy stand-ins for the rest (frost and spatter call OpenCV itself, see
+``reference_cv.py``): OpenCV's float32 ``GaussianBlur`` of the disk kernel and
 fixed-point ``warpAffine``, scikit-image's HSV conversion and ImageMagick's motion blur (all
 checked against the real libraries when writing them; see the test module). Used by the
 conformance tests and by ``scripts/bench_corruptions.py`` as the per-image baseline.
@@ -286,6 +287,7 @@ def jpeg_compression(img: np.ndarray, c: Any, rng: Rng = None, draws: Any = None
     return np.asarray(Image.open(buf))
 
 
+from .reference_cv import frost, spatter  # noqa: E402
 from .reference_elastic import elastic_transform  # noqa: E402
 
 #: name -> reference function ``f(img_hwc_uint8, params, rng, draws=None)``.
@@ -300,11 +302,13 @@ REFERENCES = {
     "motion_blur": motion_blur,
     "zoom_blur": zoom_blur,
     "snow": snow,
+    "frost": frost,
     "fog": fog,
     "brightness": brightness,
     "contrast": contrast,
     "elastic_transform": elastic_transform,
     "pixelate": pixelate,
     "jpeg_compression": jpeg_compression,
+    "spatter": spatter,
     "saturate": saturate,
 }

@@ -2,7 +2,10 @@
 
 Adding a corruption of "Benchmarking Neural Network Robustness to Common Corruptions and
 Perturbations" is one decorated function in a family module (``noise``, ``blur``, ``weather``,
-``digital``) plus its row in ``tables.TABLES``; the tests are parametrised over this registry.
+``digital``, ...) plus its row in ``tables.TABLES``; the tests are parametrised over this
+registry. Corruptions that need an optional piece (frost: the texture photographs; spatter:
+OpenCV) register a ``check`` that raises :class:`CorruptionUnavailableError` naming how to get
+it, and a ``describe`` that tells the provenance record which piece was used.
 """
 
 from __future__ import annotations
@@ -21,34 +24,43 @@ from .tables import ALL_CORRUPTIONS, TABLES
 CorruptionFn = Callable[[torch.Tensor, Any, RandomSource], torch.Tensor]
 
 
+class CorruptionUnavailableError(RuntimeError):
+    """A registered corruption whose optional piece (textures, OpenCV) is not installed."""
+
+
 @dataclass(frozen=True)
 class Corruption:
-    """A registered corruption: its function and whether its output depends on the RNG."""
+    """A registered corruption.
+
+    Attributes:
+        name: Canonical name (``tables.ALL_CORRUPTIONS``).
+        fn: The batched implementation.
+        random: Whether its output depends on the RNG.
+        check: Raises :class:`CorruptionUnavailableError` if an optional piece is missing.
+        describe: Provenance of what it used (texture files, library version), as strings.
+    """
 
     name: str
     fn: CorruptionFn
     random: bool
+    check: Callable[[], None] | None = None
+    describe: Callable[[], dict[str, str]] | None = None
 
 
 REGISTRY: dict[str, Corruption] = {}
 
-#: Canonical corruptions deliberately not implemented, with what it would take.
-UNAVAILABLE: dict[str, str] = {
-    "frost": (
-        "frost blends crops of six frost photographs (frost1.png .. frost6.jpg) shipped with "
-        "hendrycks/robustness and imagecorruptions without any licence of their own, so they are "
-        "never vendored here; implementing it needs the textures at run time (from an installed "
-        "imagecorruptions / imagecorruptions-imaug wheel or a user directory) - not done yet"
-    ),
-    "spatter": (
-        "spatter needs OpenCV's Canny edges, chamfer distanceTransform, equalizeHist and a "
-        "saturating uint8 filter2D, which have no faithful torch equivalent; it would need a CPU "
-        "reference backend built on opencv-python-headless (not a dependency)"
-    ),
-}
+#: Canonical corruptions deliberately not implemented, with what it would take (none left; kept
+#: for callers that filter on it).
+UNAVAILABLE: dict[str, str] = {}
 
 
-def register(name: str, *, random: bool) -> Callable[[CorruptionFn], CorruptionFn]:
+def register(
+    name: str,
+    *,
+    random: bool,
+    check: Callable[[], None] | None = None,
+    describe: Callable[[], dict[str, str]] | None = None,
+) -> Callable[[CorruptionFn], CorruptionFn]:
     """Decorator registering ``fn`` under ``name``: ``@register("fog", random=True)``."""
     if name not in ALL_CORRUPTIONS or name not in TABLES:
         raise ValueError(f"{name!r} has no entry in tables.ALL_CORRUPTIONS / tables.TABLES")
@@ -56,7 +68,20 @@ def register(name: str, *, random: bool) -> Callable[[CorruptionFn], CorruptionF
     def wrap(fn: CorruptionFn) -> CorruptionFn:
         if name in REGISTRY:
             raise ValueError(f"corruption {name!r} registered twice")
-        REGISTRY[name] = Corruption(name, fn, random)
+        REGISTRY[name] = Corruption(name, fn, random, check, describe)
         return fn
 
     return wrap
+
+
+def unavailable_reason(name: str) -> str | None:
+    """Why ``name`` cannot run here (not implemented, or a missing optional piece), else None."""
+    if name not in REGISTRY:
+        return UNAVAILABLE.get(name, "not implemented")
+    check = REGISTRY[name].check
+    if check is not None:
+        try:
+            check()
+        except CorruptionUnavailableError as exc:
+            return str(exc)
+    return None

@@ -129,10 +129,18 @@ TABLES: dict[str, dict[str, tuple[Any, ...]]] = {
             (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55),
         ),
     },
-    # (image weight, frost texture weight)
+    # (image weight, frost texture weight, texture resize factor): make_cifar_c.py shrinks the
+    # textures by cv2.resize(fx=fy=0.2) before its 32 px crop; make_imagenet_c.py crops 224 px
+    # from the full-size photographs.
     "frost": {
-        "cifar": ((1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)),
-        "imagenet": ((1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)),
+        "cifar": (
+            (1, 0.2, 0.2),
+            (1, 0.3, 0.2),
+            (0.9, 0.4, 0.2),
+            (0.85, 0.4, 0.2),
+            (0.75, 0.45, 0.2),
+        ),
+        "imagenet": ((1, 0.4, 1), (0.8, 0.6, 1), (0.7, 0.7, 1), (0.65, 0.7, 1), (0.6, 0.75, 1)),
     },
     # (strength, wibble decay) of the diamond-square plasma
     "fog": {

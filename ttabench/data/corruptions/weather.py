@@ -1,8 +1,8 @@
 """Weather corruptions of Hendrycks & Dietterich (ICLR 2019), batched in torch.
 
 snow, fog and brightness of "Benchmarking Neural Network Robustness to Common Corruptions and
-Perturbations" (``make_cifar_c.py``, ``make_imagenet_c.py``). frost is registered as unavailable
-(its textures have no licence of their own; see ``registry.UNAVAILABLE``).
+Perturbations" (``make_cifar_c.py``, ``make_imagenet_c.py``). frost lives in ``frost.py`` (its
+textures are found at run time) and spatter in ``spatter.py`` (OpenCV).
 """
 
 from __future__ import annotations

@@ -1,0 +1,193 @@
+"""Regenerate results/: the reference results of the embedded default benchmark.
+
+The grid: the norm-only methods {source, bn, alpha, ema, rbn, unmix} (``method=<norm>``) x the
+streams {iid, dirichlet (delta 0.1), dirichlet with stream.delta=0.01, sorted, continual, ptta,
+mixed, mixed_dirichlet} x seeds {2020, 2021, 2022} at batch size 64 on the full embedded dataset
+(every corruption of ``dataset=embedded``, 10,000 images each, severity 5), plus a batch-size-1
+block: the same methods x streams, seed 2020, ``dataset.n_per_domain=500``. Every run goes
+through ``ttabench run -m`` (the real sweep path), so the script is resumable: run it again
+after a crash and only the runs that are not complete are redone. The sweep directory should
+hold this grid only (every run under it is tabulated): delete it when the grid changes. Raw
+run directories go to ``outputs/`` (git-ignored); the compact outputs are written to ``--out``:
+
+- ``summaries.csv.gz``: every summary row of every run (``ttabench compare
+  results/summaries.csv.gz`` rebuilds any table without the raw runs; ``run_dir`` is relative
+  to the sweep directory),
+- ``tables/*.md``: tables made by the ``ttabench compare`` code,
+- ``figures/*.png``: figures made by the ``ttabench plot`` code,
+- the generated block of ``README.md`` (between the ``reference:begin/end`` markers) linking them.
+
+Examples:
+    python scripts/reference_results.py                  # the full grid: hours on 2 CPU cores
+    python scripts/reference_results.py --launcher joblib --n-jobs 2
+    python scripts/reference_results.py --quick          # tiny dataset: outputs/reference_quick/
+    python scripts/reference_results.py --skip-runs      # tables and figures from existing runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(ROOT))
+
+from ttabench import plot  # noqa: E402
+from ttabench.compare import caption, render, unfinished  # noqa: E402
+from ttabench.results import collect  # noqa: E402
+from ttabench.tables import build, select  # noqa: E402
+
+METHODS = ("source", "bn", "alpha", "ema", "rbn", "unmix")
+STREAMS = ("iid", "dirichlet", "sorted", "continual", "ptta", "mixed", "mixed_dirichlet")
+SEEDS = (2020, 2021, 2022)
+SMALL_DELTA = "stream.delta=0.01"  # the second dirichlet point (same preset, other delta)
+BS1_CAP = "dataset.n_per_domain=500"  # batch size 1 is 64x more forward passes
+# Quick: 3 corruptions x 200 images, for batch size 1 too (Dirichlet draws with fewer than ~200
+# samples per visit often fail to give 10 chunks of min_chunk=10 samples).
+QUICK = ("dataset.corruptions=[gaussian_noise,defocus_blur,contrast]", "dataset.n_per_domain=200")
+BEGIN, END = "<!-- reference:begin -->", "<!-- reference:end -->"
+ORDER = {"method": list(METHODS), "stream": list(STREAMS)}
+
+
+def sweeps(methods, streams, seeds, quick: bool) -> list[list[str]]:
+    """The ``ttabench run -m`` override lists of the grid (4 sweeps into one directory)."""
+    m, s = f"method={','.join(methods)}", f"stream={','.join(streams)}"
+    all_seeds, one_seed = f"seed={','.join(map(str, seeds))}", f"seed={seeds[0]}"
+    tiny = list(QUICK) if quick else []
+    bs1 = ["stream.batch_size=1", *([] if quick else [BS1_CAP])]
+    grid = [[m, s, all_seeds], [m, "stream=dirichlet", SMALL_DELTA, all_seeds]]
+    grid += [[m, s, one_seed, *bs1], [m, "stream=dirichlet", SMALL_DELTA, one_seed, *bs1]]
+    if "dirichlet" not in streams:
+        grid = [g for g in grid if SMALL_DELTA not in g]
+    return [[*g, *tiny] for g in grid]
+
+
+def run_sweeps(grid: list[list[str]], sweep_dir: Path, launcher: list[str], threads: int) -> None:
+    for overrides in grid:
+        command = [sys.executable, "-m", "ttabench.cli", "run", "-m", *launcher, *overrides]
+        command += [f"hydra.sweep.dir={sweep_dir}", "progress=false", f"threads={threads}"]
+        print("$", " ".join(command[2:]), flush=True)
+        done = subprocess.run(command, cwd=ROOT)
+        if done.returncode not in (0, 1):  # 1: some run failed; it is listed under the tables
+            sys.exit(f"sweep failed (exit {done.returncode}): {' '.join(overrides)}")
+
+
+def write_tables(runs, out: Path) -> dict[str, str]:
+    """Markdown tables (file name -> text), written to ``out/tables/``."""
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    texts = {}
+    for bs in sorted(runs["batch_size"].dropna().unique()):
+        subset = select(runs, {"batch_size": [str(int(bs))]})
+        texts[f"streams_bs{int(bs)}.md"] = _markdown(subset, ["method"], "stream")
+        parts = []
+        for stream in STREAMS:
+            chosen = select(subset, {"stream": [stream]})
+            if len(chosen):
+                parts.append(f"### stream={stream}\n\n{_markdown(chosen, ['method'], 'domain')}")
+        texts[f"corruptions_bs{int(bs)}.md"] = "\n\n".join(parts)
+    for name, text in texts.items():
+        (out / "tables" / name).write_text(text + "\n")
+    return texts
+
+
+def write_figures(runs, out: Path) -> list[Path]:
+    figures = out / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    for old in figures.glob("*.png"):  # the set of figures follows the grid
+        old.unlink()
+    order = ORDER["method"]
+    paths = plot.write(plot.plot_online(runs, order=order), figures)
+    paths += plot.write(plot.plot_delta(runs, order=order), figures)
+    bs64 = select(runs, {"batch_size": ["64"]})
+    paths += plot.write(plot.plot_corruptions(bs64 if len(bs64) else runs, order=order), figures)
+    return paths
+
+
+def write_readme(out: Path, texts: dict[str, str], figures: list[Path], command: str) -> None:
+    """Replace the generated block of ``out/README.md`` (created if missing)."""
+    links = "\n".join(f"- [{p.stem}](figures/{p.name})" for p in sorted(figures))
+    tables = "\n".join(f"- [{name}](tables/{name})" for name in texts)
+    main = [n for n in texts if n.startswith("streams_")]
+    block = "\n\n".join(
+        [
+            BEGIN,
+            f"Generated by `{command}` on {dt.date.today().isoformat()}; do not edit by hand.",
+            *(f"#### {n.removesuffix('.md')}\n\n{texts[n]}" for n in main),
+            f"Tables (rebuild any other with `ttabench compare {out.name}/summaries.csv.gz ...`):"
+            f"\n\n{tables}",
+            f"Figures:\n\n{links}",
+            END,
+        ]
+    )
+    readme = out / "README.md"
+    text = readme.read_text() if readme.exists() else ""
+    if BEGIN in text and END in text:
+        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
+    else:
+        text = f"{text.rstrip()}\n\n## Reference results\n\n{block}\n".lstrip()
+    readme.write_text(text)
+
+
+def _markdown(runs, rows: list[str], column: str) -> str:
+    """Caption, Markdown table and notes, as `ttabench compare --format markdown` prints them."""
+    try:
+        table = build(runs, rows=rows, column=column, order=ORDER)
+    except ValueError as exc:  # e.g. every run of the block failed
+        return f"no table: {exc}" + "".join(f"\n- {n}" for n in unfinished(runs))
+    notes = "".join(f"\n- {note}" for note in [*table.notes, *unfinished(runs)])
+    text = f"{caption(table, 'all')}\n\n{render(table, 'markdown')}"
+    return text + (f"\n{notes}" if notes else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny dataset (a smoke test)")
+    parser.add_argument("--out", type=Path, help="[results/; --quick: outputs/reference_quick]")
+    parser.add_argument("--sweep-dir", type=Path, help="[outputs/reference(_quick)/runs]")
+    parser.add_argument("--launcher", default="basic", choices=["basic", "joblib"])
+    parser.add_argument("--n-jobs", type=int, default=2, help="joblib: parallel runs [2]")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads per run [1]: these small models gain little from more, and on a "
+        "shared CPU several threads per run are several times slower; use --n-jobs instead",
+    )
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--streams", default=",".join(STREAMS))
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
+    parser.add_argument("--skip-runs", action="store_true", help="only tables and figures")
+    args = parser.parse_args(argv)
+    base = ROOT / "outputs" / ("reference_quick" if args.quick else "reference")
+    out = args.out or (base if args.quick else ROOT / "results")
+    sweep_dir = (args.sweep_dir or base / "runs").resolve()
+    grid = sweeps(
+        args.methods.split(","), args.streams.split(","), args.seeds.split(","), args.quick
+    )
+    if not args.skip_runs:
+        launcher = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.n_jobs}"]
+        run_sweeps(grid, sweep_dir, launcher if args.launcher == "joblib" else [], args.threads)
+    runs = collect([sweep_dir])
+    # Paths relative to the sweep directory: the committed files do not name this machine.
+    rel = runs.assign(run_dir=[str(Path(d).relative_to(sweep_dir)) for d in runs["run_dir"]])
+    out.mkdir(parents=True, exist_ok=True)
+    # gzip (~10x smaller; pandas and `ttabench compare` read it as is), mtime 0: same rows, same
+    # bytes, so a regeneration without changes leaves git clean.
+    gz = {"method": "gzip", "mtime": 0}
+    columns = [c for c in rel.columns if "." not in c]  # collect re-expands the knobs
+    rel[columns].to_csv(out / "summaries.csv.gz", index=False, compression=gz)
+    texts = write_tables(rel, out)
+    figures = write_figures(runs, out)
+    command = "python scripts/reference_results.py" + (" --quick" if args.quick else "")
+    write_readme(out, texts, figures, command)
+    print(f"wrote {out}/summaries.csv.gz, {len(texts)} tables, {len(figures)} figures, README.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
