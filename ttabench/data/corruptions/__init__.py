@@ -15,7 +15,7 @@ from .api import (
     corruption_provenance,
     sample_generators,
 )
-from .registry import REGISTRY, UNAVAILABLE, CorruptionUnavailableError, unavailable_reason
+from .registry import REGISTRY, CorruptionUnavailableError, unavailable_reason
 from .tables import COMMON_CORRUPTIONS, EXTRA_CORRUPTIONS, GROUPS, PROFILES, TABLES
 
 __all__ = [
@@ -25,7 +25,6 @@ __all__ = [
     "PROFILES",
     "REGISTRY",
     "TABLES",
-    "UNAVAILABLE",
     "CorruptionUnavailableError",
     "available_corruptions",
     "corrupt",

@@ -20,7 +20,7 @@ import torch
 # Importing the family modules registers their corruptions.
 from . import blur, digital, elastic, frost, noise, spatter, weather  # noqa: F401
 from .ops import RandomSource
-from .registry import REGISTRY, UNAVAILABLE, CorruptionUnavailableError
+from .registry import REGISTRY
 from .tables import ALL_CORRUPTIONS, PROFILES, TABLES
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
@@ -117,8 +117,7 @@ def corrupt(
             f"(implemented: {', '.join(available_corruptions())})"
         )
     if name not in REGISTRY:
-        reason = UNAVAILABLE.get(name, "not implemented yet")
-        raise NotImplementedError(f"corruption {name!r} is not available: {reason}")
+        raise NotImplementedError(f"corruption {name!r} is not implemented")
     if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= 5:
         raise ValueError(f"severity must be an int in 1..5, got {severity!r}")
     if profile not in PROFILES:
@@ -138,13 +137,3 @@ def corrupt(
     params = TABLES[name][profile][severity - 1]
     rng = RandomSource(generator, images.device, images.shape[0])
     return entry.fn(images, params, rng).to(images.device)
-
-
-__all__ = [
-    "CorruptionUnavailableError",
-    "available_corruptions",
-    "corrupt",
-    "corruption_fingerprint",
-    "corruption_provenance",
-    "sample_generators",
-]

@@ -49,10 +49,6 @@ class Corruption:
 
 REGISTRY: dict[str, Corruption] = {}
 
-#: Canonical corruptions deliberately not implemented, with what it would take (none left; kept
-#: for callers that filter on it).
-UNAVAILABLE: dict[str, str] = {}
-
 
 def register(
     name: str,
@@ -77,7 +73,7 @@ def register(
 def unavailable_reason(name: str) -> str | None:
     """Why ``name`` cannot run here (not implemented, or a missing optional piece), else None."""
     if name not in REGISTRY:
-        return UNAVAILABLE.get(name, "not implemented")
+        return "not implemented"
     check = REGISTRY[name].check
     if check is not None:
         try:
