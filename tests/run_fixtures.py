@@ -6,6 +6,7 @@ table and plot code sees what a real sweep leaves behind without running a model
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +32,13 @@ def write_run(
     status: str = "complete",
     n: int = 256,
     online: bool = False,
+    model_params: str = "checkpoint=None;pretrained=True",
 ) -> Path:
     """One run directory under ``root``; returns it. ``errors``: domain -> error %."""
     stream_seed = seed if stream_seed is None else stream_seed
     errors = errors or {d: 10.0 + i for i, d in enumerate(DOMAINS)}
     name = f"method={method},seed={seed},stream={stream},delta={delta},bs={batch_size}"
-    run_dir = root / f"{name},ss={stream_seed}"
+    run_dir = root / f"{name},ss={stream_seed},m={zlib.crc32(model_params.encode())}"
     run_dir.mkdir(parents=True)
     meta = {
         "nonfinite": 0,
@@ -52,6 +54,7 @@ def write_run(
             domains="single", labels="dirichlet" if "dirichlet" in stream else "iid", delta=delta
         ),
         "norm_params": f"seed={seed};batch_size={batch_size}" if method == "unmix" else "",
+        "model_params": model_params,
         "stream_sha256": sha or f"sha-{stream}-{delta}-{batch_size}-{stream_seed}",
         "provenance": "source=embedded;seed=0",
         "status": status,

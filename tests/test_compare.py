@@ -203,3 +203,13 @@ def test_bad_keys_are_errors_that_list_the_valid_ones(tmp_path, capsys):
     assert code == 2 and "unknown key 'nope'" in err and "method" in err
     code, _, err = compare(capsys, tmp_path / "missing")
     assert code == 2 and "no summary.csv" in err
+
+
+def test_runs_of_different_models_are_never_averaged_as_seeds(tmp_path, capsys):
+    # Same preset name (model=timm), same seed and stream: only model_params tell them apart.
+    write_run(tmp_path, errors=dict.fromkeys(DOMAINS, 40.0), model_params="name=resnet18")
+    write_run(tmp_path, errors=dict.fromkeys(DOMAINS, 20.0), model_params="name=vit_tiny")
+    code, out, _ = compare(capsys, tmp_path, "--format", "markdown")
+    assert code == 0 and "rows also split by model.name" in out
+    cells = {r[-1] for r in markdown_rows(out)[2:]}
+    assert cells == {"40.0", "**20.0**"}  # not 30.0

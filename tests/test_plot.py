@@ -122,3 +122,17 @@ def test_plot_without_complete_runs_is_an_error(tmp_path, capsys):
     write_run(tmp_path, status="failed")
     assert main([str(tmp_path), "--out", str(tmp_path / "f")]) == 2
     assert "no complete run" in capsys.readouterr().err
+
+
+def test_corruption_bars_keep_severities_apart(tmp_path):
+    """A gradual stream sees each corruption at several severities: one bar each, not a mean."""
+    run_dir = write_run(tmp_path, errors={"fog": 10.0})
+    summary = pd.read_csv(run_dir / "summary.csv")
+    fog5 = summary[summary["domain"] == "fog"]
+    fog1 = fog5.assign(severity=1, error=50.0)
+    pd.concat([fog1, summary]).to_csv(run_dir / "summary.csv", index=False)
+    (figure,) = (fig for _, fig in plot_corruptions(collect([tmp_path])))
+    ax = figure.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["fog-1", "fog-5", "all"]
+    bn = next(c for c in ax.containers if c.get_label() == "bn")
+    assert [bar.get_height() for bar in bn][:2] == [50.0, 10.0]

@@ -165,12 +165,19 @@ def test_a_diverging_method_is_reported_not_crashed_on(tmp_path):
 
 
 def test_method_seed_and_stream_seed_are_separate(tmp_path):
-    a = run(compose_run("seed=1", "stream_seed=7"), tmp_path / "a")
-    b = run(compose_run("seed=2", "stream_seed=7"), tmp_path / "b")
-    c = run(compose_run("seed=2", "stream_seed=8"), tmp_path / "c")
+    # UnMix-TNS draws its components from the method seed: a seed-dependent method.
+    base = ("method=unmix", "save_predictions=true")
+    a = run(compose_run(*base, "seed=1", "stream_seed=7"), tmp_path / "a")
+    b = run(compose_run(*base, "seed=2", "stream_seed=7"), tmp_path / "b")
+    c = run(compose_run(*base, "seed=2", "stream_seed=8"), tmp_path / "c")
     assert a["stream_sha256"].iloc[0] == b["stream_sha256"].iloc[0]
     assert b["stream_sha256"].iloc[0] != c["stream_sha256"].iloc[0]
     assert torch.equal(torch.tensor(a["n"].values), torch.tensor(c["n"].values))
+    pa, pb, pc = (pd.read_csv(tmp_path / d / "predictions.csv") for d in "abc")
+    same_order = ["domain", "index", "label"]
+    assert pa[same_order].equals(pb[same_order])  # the stream ignores the method seed
+    assert not pa["pred"].equals(pb["pred"])  # the method does not
+    assert not pb[same_order].equals(pc[same_order])
 
 
 def test_a_run_is_marked_incomplete_while_it_streams(tmp_path):
@@ -217,3 +224,72 @@ def test_a_run_held_by_a_live_process_is_not_started_twice(tmp_path):
     assert not os.path.exists(f"/proc/{holder.pid}")
     summary = run(compose_run(), tmp_path)  # the holder is gone: the run is redone
     assert (summary["status"] == "complete").all()
+
+
+def test_resume_refuses_complete_results_of_another_configuration(tmp_path):
+    run(compose_run("method=source"), tmp_path)
+    with pytest.raises(ValueError, match=r"another configuration \(.*norm\._target_.*differ"):
+        run(compose_run("method=bn"), tmp_path)
+    assert pd.read_csv(tmp_path / "summary.csv")["method"].iloc[0] == "source"  # untouched
+    run(compose_run("method=source", "device=cpu", "progress=true"), tmp_path)  # same results
+    summary = run(compose_run("method=bn", "resume=false"), tmp_path)
+    assert summary["method"].iloc[0] == "bn" and (summary["status"] == "complete").all()
+
+
+def test_resume_with_save_predictions_redoes_a_complete_run_without_them(tmp_path):
+    run(compose_run(), tmp_path)
+    assert not (tmp_path / "predictions.csv").exists()
+    run(compose_run("save_predictions=true"), tmp_path)
+    assert len(pd.read_csv(tmp_path / "predictions.csv")) == 512
+    assert (tmp_path / "online.attempt1.csv").exists()
+
+
+def test_a_marker_whose_pid_now_belongs_to_another_process_is_redone(tmp_path):
+    from ttabench.resume import _start_time
+
+    other = subprocess.Popen(["sleep", "60"])  # alive, but not the process that wrote the marker
+    try:
+        start = _start_time(other.pid) + 1
+        marker = f"running: host={socket.gethostname()} pid={other.pid} start={start} since=now"
+        pd.DataFrame(
+            {"domain": ["all"], "n": [0], "status": ["incomplete"], "message": [marker]}
+        ).to_csv(tmp_path / "summary.csv", index=False)
+        summary = run(compose_run(), tmp_path)
+        assert (summary["status"] == "complete").all()
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_earlier_attempts_are_never_overwritten(tmp_path):
+    from ttabench.resume import keep_partial
+
+    for name, text in [
+        ("online.attempt1.csv", "one"),
+        ("online.attempt3.csv", "three"),
+        ("online.csv", "new"),
+        ("error.txt", "trace"),
+    ]:
+        (tmp_path / name).write_text(text)
+    assert keep_partial(tmp_path) == tmp_path / "online.attempt4.csv"
+    assert (tmp_path / "online.attempt3.csv").read_text() == "three"
+    assert (tmp_path / "online.attempt4.csv").read_text() == "new"
+    assert (tmp_path / "error.attempt4.txt").read_text() == "trace"
+    assert not (tmp_path / "online.csv").exists() and not (tmp_path / "error.txt").exists()
+
+
+def test_a_mixed_stream_logs_its_domains_and_summarises_each(tmp_path):
+    summary = run(compose_run("stream=mixed"), tmp_path).set_index("domain")
+    online = pd.read_csv(tmp_path / "online.csv")
+    assert (online["domain"] == "mixed").mean() > 0.5 and online["n_domains"].max() == 2
+    assert summary.loc[["gaussian_noise", "contrast"], "n"].tolist() == [256, 256]
+    assert summary.loc["all", "n"] == 512
+
+
+def test_a_gradual_stream_summarises_every_severity_it_visits(tmp_path):
+    one = ("dataset.corruptions=[contrast]", "dataset.n_per_domain=64")
+    summary = run(compose_run("stream=gradual", *one), tmp_path)
+    rows = summary[summary["domain"] == "contrast"]
+    # Severities 1-4 are visited twice (up and down), 5 once: 9 visits of 64 samples.
+    assert rows.set_index("severity")["n"].to_dict() == {1: 128, 2: 128, 3: 128, 4: 128, 5: 64}
+    assert summary.set_index("domain").loc["all", "n"] == 9 * 64

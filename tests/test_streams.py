@@ -205,9 +205,16 @@ def test_n_samples_subsamples_each_domain_identically_in_every_schedule():
         a = np.sort(single.indices[single.domain_ids == single.domains.index(d)])
         b = np.sort(mixed.indices[mixed.domain_ids == mixed.domains.index(d)])
         assert len(a) == 300 and len(np.unique(a)) == 300 and np.array_equal(a, b)
-    # Different domains get different subsets (each drawn from its own generator).
+    # Domains of one test set (same labels) share the subset, so their errors are comparable;
+    # a domain with other labels gets another one.
     sub = [set(single.indices[single.domain_ids == i].tolist()) for i in range(3)]
-    assert sub[0] != sub[1]
+    assert sub[0] == sub[1] == sub[2]
+    other = np.roll(y, 1)
+    mixed_labels = Stream(domains="single", n_samples=300).build(
+        DOMAINS[:2], lambda d: other if d == DOMAINS[1] else y
+    )
+    a, b = (set(mixed_labels.indices[mixed_labels.domain_ids == i].tolist()) for i in range(2))
+    assert a != b
 
 
 # ---- the plan object --------------------------------------------------------------------------

@@ -143,12 +143,13 @@ def plot_corruptions(runs: pd.DataFrame, line: str = "method", order=()):
     data, keys, _ = configurations(runs)
     colors = _colors(data, line, order)
     for title, group in _figures(data, keys, line):
-        domains = order_of(group["domain"], "domain")
+        group = group.assign(bar=_bar_names(group))
+        domains = list(dict.fromkeys(_bar_order(group)))
         lines = list(_lines(group, line, order))
         fig, ax = _axes((max(8.0, 0.22 * len(domains) * (len(lines) + 1)), 4.5))
         width = 0.8 / len(lines)
         for i, (value, rows) in enumerate(lines):
-            stats = _over_seeds(rows, ["domain"]).set_index("domain").reindex(domains)
+            stats = _over_seeds(rows, ["bar"]).set_index("bar").reindex(domains)
             x = np.arange(len(domains)) + (i - (len(lines) - 1) / 2) * width
             ax.bar(
                 x,
@@ -159,13 +160,33 @@ def plot_corruptions(runs: pd.DataFrame, line: str = "method", order=()):
                 error_kw={"elinewidth": 0.6, "capsize": 1.5},
                 label=_legend(value, rows),
             )
-        labels = [SHORT.get(d, d) for d in domains]
+        labels = [SHORT.get(d, d) for d in domains]  # e.g. fog, or fog-3 with several severities
         ax.set_xticks(range(len(domains)), labels, rotation=45, ha="right", fontsize=8)
         ax.set(ylabel="error %", xlim=(-0.6, len(domains) - 0.4))
         if ALL in domains:  # the stream's overall error, set apart from the corruptions
             ax.axvline(len(domains) - 1.5, color="0.6", lw=0.7)
         _finish(fig, ax, title, "error per corruption")
         yield f"corruption{_slug(title)}", fig
+
+
+def _bar_names(group: pd.DataFrame) -> pd.Series:
+    """The bar of each summary row: its domain, or ``domain-severity`` when the runs saw a
+    domain at several severities (``gradual`` streams), which are never averaged together."""
+    several = group[group["domain"] != ALL].groupby("domain")["severity"].nunique().max()
+    if not several or several <= 1:
+        return group["domain"]
+    named = group["domain"] + "-" + group["severity"].astype(str)
+    return named.where(group["domain"] != ALL, group["domain"])
+
+
+def _bar_order(group: pd.DataFrame) -> list[str]:
+    """Bars in canonical corruption order, severities ascending within a corruption."""
+    domains = order_of(group["domain"], "domain")
+    rank = {d: i for i, d in enumerate(domains)}
+    rows = group[["bar", "domain", "severity"]].drop_duplicates("bar")
+    severity = pd.to_numeric(rows["severity"], errors="coerce").fillna(0)
+    keyed = sorted(zip(rows["domain"].map(rank), severity, rows["bar"], strict=True))
+    return [bar for _, _, bar in keyed]
 
 
 PLOTS = {"online": plot_online, "delta": plot_delta, "corruption": plot_corruptions}

@@ -29,6 +29,7 @@ ONLINE_COLUMNS = (
     "n_classes",
     "majority_frac",
     "label_entropy",
+    "n_domains",
     "nonfinite",
     "seconds",
 )
@@ -37,7 +38,8 @@ TIMING_COLUMNS = ("seconds",)
 ALL = "all"  # the summary row over every sample of the stream
 
 
-PARAM_GROUPS = ("stream", "norm")  # ``<group>_params`` columns, expanded by :func:`collect`
+#: ``<group>_params`` columns, expanded by :func:`collect` into ``<group>.<key>`` columns.
+PARAM_GROUPS = ("stream", "norm", "model", "dataset", "method")
 
 
 class OnlineLog:
@@ -116,7 +118,7 @@ def _common(values) -> int | str:
 
 
 def parse_params(text: str) -> dict[str, str]:
-    """``key=value;...`` (``stream_params``, ``norm_params``) back into a dict of strings."""
+    """``key=value;...`` (the ``<group>_params`` columns) back into a dict of strings."""
     pairs = (item.split("=", 1) for item in str(text).split(";") if "=" in item)
     return {k: v for k, v in pairs}
 
@@ -126,9 +128,9 @@ def collect(paths: Iterable[str | Path]) -> pd.DataFrame:
 
     A directory is searched recursively for ``summary.csv``; a file is read as a table of
     summary rows written earlier by ``collect`` (e.g. ``results/summaries.csv.gz``). Run
-    directories reached twice (overlapping arguments) are read once. ``stream_params`` and
-    ``norm_params`` are expanded into ``stream.<key>`` / ``norm.<key>`` columns (strings, as
-    written), so tables can group by e.g. ``stream.delta``.
+    directories reached twice (overlapping arguments) are read once. The ``<group>_params``
+    columns (stream, norm, model, dataset, method) are expanded into ``<group>.<key>`` columns
+    (strings, as written), so tables can group by e.g. ``stream.delta``.
     """
     paths = [Path(p) for p in paths]
     frames, seen = [], set()

@@ -43,8 +43,14 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> pd.DataFrame:
     """
     run_dir = Path(run_dir) if run_dir else Path(HydraConfig.get().runtime.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    own = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])  # hydra's needs HydraConfig
     if cfg.get("resume", True):
         state = run_state(run_dir)
+        if state is RunState.COMPLETE:
+            _check_same_config(run_dir, own)
+            if cfg.get("save_predictions", False) and not (run_dir / "predictions.csv").exists():
+                log.info("%s is complete but has no predictions.csv: running it again", run_dir)
+                state = RunState.REDO
         if state is not RunState.REDO:
             why = "complete" if state is RunState.COMPLETE else "running in another process"
             log.info("%s is %s; skipping (resume=false to rerun)", run_dir, why)
@@ -53,7 +59,6 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> pd.DataFrame:
     # Mark before touching anything else: from here on a kill leaves an `incomplete` summary.
     _write_summary(run_dir, None, StreamRecord(), meta | _status("incomplete", running_message()))
     keep_partial(run_dir)
-    own = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])  # hydra's needs HydraConfig
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(own, resolve=True))
     if cfg.get("threads"):  # else torch's default: the CPUs this process may use (see run.yaml)
         torch.set_num_threads(int(cfg.threads))
@@ -64,14 +69,14 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> pd.DataFrame:
     try:
         dataset = instantiate(cfg.dataset)
         plan = instantiate(cfg.stream).build(dataset.domains, dataset.labels)
+        plan.save(run_dir)
+        meta |= {
+            "stream_sha256": plan.sha256(),
+            "provenance": ";".join(f"{k}={v}" for k, v in dataset.provenance().items()),
+        }
     except Exception as exc:  # a configuration error: recorded, then the CLI reports it
         _write_summary(run_dir, None, StreamRecord(), meta | _failed(run_dir, exc))
         raise
-    plan.save(run_dir)
-    meta |= {
-        "stream_sha256": plan.sha256(),
-        "provenance": ";".join(f"{k}={v}" for k, v in dataset.provenance().items()),
-    }
     record = StreamRecord()
     running = meta | _status("incomplete", running_message())
     _write_summary(run_dir, plan, record, running)  # the marker, now with the stream's SHA-256
@@ -133,6 +138,9 @@ def _meta(cfg: DictConfig) -> dict[str, Any]:
         "batch_size": cfg.stream.batch_size,
         "stream_params": _params(cfg.stream, skip=("_target_", "seed", "batch_size")),
         "norm_params": _params(cfg.norm, skip=("_target_",)),
+        "model_params": _params(cfg.model, skip=("_target_",)),
+        "dataset_params": _params(cfg.dataset, skip=("_target_", "name", "cache_dir")),
+        "method_params": _params(cfg.method, skip=("_target_",)),
         "stream_sha256": "",
         "provenance": "",
     }
@@ -195,8 +203,45 @@ def _choices(cfg: DictConfig) -> dict[str, str]:
 
 
 def _params(node: DictConfig, skip: tuple[str, ...]) -> str:
-    """``key=value;...`` of a config node, so tables can group by any constant."""
+    """``key=value;...`` of a config node (resolved), so tables can group by any constant."""
     return ";".join(f"{k}={v}" for k, v in node.items() if k not in skip)
+
+
+#: Run keys that do not change results (also left out of sweep directory names, run.yaml).
+NOT_RESULTS = ("device", "progress", "resume", "save_predictions", "threads")
+
+
+def _check_same_config(run_dir: Path, own: DictConfig) -> None:
+    """A complete run directory is only skipped for the configuration that made it: rerunning a
+    sweep after a change of defaults or overrides must not return stale results as new ones."""
+    path = run_dir / "config.yaml"
+    if not path.exists():  # results of an older version: nothing to compare with
+        return
+    before = _flat(OmegaConf.to_container(OmegaConf.load(path)))
+    now = _flat(OmegaConf.to_container(own, resolve=True))
+    changed = sorted(
+        k
+        for k in before.keys() | now.keys()
+        if k.split(".")[0] not in NOT_RESULTS
+        and k != "dataset.cache_dir"  # where images are cached, not which
+        and before.get(k) != now.get(k)
+    )
+    if changed:
+        raise ValueError(
+            f"{run_dir} holds complete results of another configuration ({', '.join(changed)} "
+            "differ); rerun with resume=false to replace them, or choose another "
+            "hydra.run.dir / hydra.sweep.dir"
+        )
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, sub in tree.items():
+        out.update(_flat(sub, f"{prefix}.{key}" if prefix else str(key)))
+    return out
 
 
 def _device(name: str) -> torch.device:

@@ -97,6 +97,7 @@ def run_stream(
             "batch_acc": correct / len(y),
             "cum_acc": correct_so_far / total,
             **label_stats(y),
+            "n_domains": len(domains),
             "nonfinite": nonfinite,
             "seconds": round(seconds, 6),
         }

@@ -4,8 +4,9 @@ The rules, precisely (results/README.md repeats them for users):
 
 - A run's **configuration** is everything that says what ran except its seeds: the choice of
   every group (``model``, ``dataset``, ``stream``, ``norm``, ``method``), ``batch_size``, every
-  stream and norm knob (``stream.*``, ``norm.*``; knobs interpolated from run keys, ``seed`` and
-  ``batch_size``, are left out) and, per summary row, ``domain`` and ``severity``.
+  knob of every group (``model.*``, ``dataset.*``, ``stream.*``, ``norm.*``, ``method.*``; the
+  stream and norm knobs ``seed`` and ``batch_size`` repeat run keys and are left out) and, per
+  summary row, ``domain`` and ``severity``.
 - A **cell** holds the complete runs of one configuration; they differ only in ``seed`` /
   ``stream_seed`` and the cell is the mean +- sample std (ddof 1) of their error % over the
   distinct seed pairs (identical repeats are averaged first, so they do not shrink the std).
@@ -35,7 +36,10 @@ from ttabench.results import ALL, PARAM_GROUPS
 
 CHOICES = ("model", "dataset", "stream", "norm", "method")
 SEEDS = ("seed", "stream_seed")
-_INTERPOLATED = {"seed", "batch_size"}  # e.g. norm unmix: seed=${seed}, batch_size=${stream...}
+# Knobs of these groups that repeat run keys with columns of their own (norm unmix: seed=${seed},
+# batch_size=${stream.batch_size}): not configuration keys. dataset.seed is one (the noise seed).
+_INTERPOLATED = {"seed", "batch_size"}
+_INTERPOLATED_IN = ("stream", "norm")
 FLAG = "!sha"
 
 
@@ -194,7 +198,8 @@ def _cross_flags(data: pd.DataFrame, keys: list[str]) -> set[tuple]:
 
 def _is_knob(column: str) -> bool:
     group, _, knob = column.partition(".")
-    return group in PARAM_GROUPS and bool(knob) and knob not in _INTERPOLATED
+    repeated = group in _INTERPOLATED_IN and knob in _INTERPOLATED
+    return group in PARAM_GROUPS and bool(knob) and not repeated
 
 
 def _varies(data: pd.DataFrame, by: list[str], key: str) -> bool:

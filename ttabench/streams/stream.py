@@ -17,6 +17,7 @@ The stream seed is separate from the method seed, so every method sees the same 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import zlib
 from collections import Counter
@@ -59,7 +60,8 @@ class Stream:
         rho: ``markov`` only: self-transition probability in [0, 1]; 1/K is i.i.d., 1 sorted
             (no official default; 0.9 gives runs of about 10 samples).
         n_samples: Samples per domain (None: all). Permutation orderings use a seeded random
-            subset of each domain (same subset in every schedule, like Doebler's ``NUM_EX``);
+            subset of each domain, the same in every schedule and for every domain with the
+            same labels (all corruptions of one test set), like Doebler's ``NUM_EX``;
             ``imbalanced`` draws ``n_samples`` per pooled domain with replacement (SAR: 100000).
         **extra: Knobs of orderings or schedules added as plugins; each must be a parameter of
             some ordering or schedule.
@@ -194,12 +196,16 @@ class Stream:
                     f"stream.n_samples={self.n_samples} exceeds the {len(y)} samples of "
                     f"{domain.name}; a permutation ordering ({self.labels}) cannot repeat samples"
                 )
-            rng = self._generator(domain.name, 0, _SUBSAMPLE)
+            # Keyed by the label array, not the domain: domains of one test set (every CIFAR-10-C
+            # corruption, every gradual severity) share the subset, as in Doebler's NUM_EX, so
+            # their errors are measured on the same images.
+            rng = self._generator(hashlib.sha256(y.tobytes()).hexdigest(), 0, _SUBSAMPLE)
             idx = np.sort(rng.choice(len(y), self.n_samples, replace=False))
         return idx, y[idx].astype(np.int64)
 
     def _generator(self, key: str, occurrence: int, purpose: int) -> np.random.Generator:
-        """PCG64 generator keyed by (seed, CRC-32 of the visit's domain names, occurrence)."""
+        """PCG64 generator keyed by (seed, CRC-32 of ``key``, occurrence, purpose); ``key`` is
+        the visit's domain names for orders."""
         entropy = [self.seed, zlib.crc32(key.encode()), occurrence, purpose]
         return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy)))
 
