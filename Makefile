@@ -49,7 +49,7 @@ clean: ## remove run outputs and caches (not the venv)
 
 .PHONY: reference reference-quick
 reference: $(STAMP) ## regenerate results/ (reference grid: hours on 2 CPU cores; rerun to resume)
-	$(PY) scripts/reference_results.py
+	$(PY) scripts/reference_results.py --launcher joblib --n-jobs 2
 
 reference-quick: $(STAMP) ## the same pipeline on a tiny dataset, into outputs/reference_quick/
 	$(PY) scripts/reference_results.py --quick
