@@ -115,7 +115,7 @@ def test_cifar_c_n_per_domain_keeps_the_first_images(cifar_root):
     ds = cifar(cifar_root, n_per_domain=128)
     assert (ds.labels(Domain("contrast", 5)) == cifar_labels()[:128]).all()
     assert ds.images(Domain("contrast", 2), np.array([127])).shape == (1, 3, 32, 32)
-    with pytest.raises(IndexError, match="n_per_domain=128"):
+    with pytest.raises(IndexError, match=r"0\.\.127 \(the domain has 128 samples\)"):
         ds.images(Domain("contrast", 5), np.array([128]))
     with pytest.raises(ValueError, match="exceeds the 10000"):
         cifar(cifar_root, n_per_domain=10001)
@@ -276,6 +276,8 @@ def test_imagenet_c_error_paths(imagenet_root, tmp_path):
         ds.labels(Domain("contrast", 3))
     with pytest.raises(ValueError, match="severity must be in 1..5"):
         ds.labels(Domain("contrast", 7))
+    with pytest.raises(IndexError, match=r"0\.\.8 \(the domain has 9 samples\)"):
+        ds.images(Domain("contrast", 5), np.array([0, 9]))
     with pytest.raises(ValueError, match="id_list applies to ImageNet-C"):
         corruption_benchmark("cifar10c", id_list="x.txt")
 

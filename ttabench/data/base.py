@@ -49,3 +49,11 @@ class CorruptionDataset(Protocol):
     def provenance(self) -> dict[str, str]:
         """Where the images come from (files / generated / embedded), parameters and seed."""
         ...
+
+
+def checked_indices(indices: np.ndarray, n: int) -> np.ndarray:
+    """``indices`` as int64, or an IndexError naming the valid range ``0..n-1`` of a domain."""
+    indices = np.asarray(indices, dtype=np.int64)
+    if indices.size and (indices.min() < 0 or indices.max() >= n):
+        raise IndexError(f"indices must be in 0..{n - 1} (the domain has {n} samples)")
+    return indices

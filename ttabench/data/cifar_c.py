@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ttabench.data.base import Domain
+from ttabench.data.base import Domain, checked_indices
 from ttabench.data.corruptions import COMMON_CORRUPTIONS
 from ttabench.data.corruptions.tables import ALL_CORRUPTIONS
 from ttabench.data.roots import (
@@ -120,9 +120,7 @@ class CifarC:
     def images(self, domain: Domain, indices: np.ndarray) -> torch.Tensor:
         """uint8 (N, 3, 32, 32) images of ``indices`` (reads only these rows of the file)."""
         self._check_domain(domain)
-        indices = np.asarray(indices, dtype=np.int64)
-        if indices.size and (indices.min() < 0 or indices.max() >= self.n):
-            raise IndexError(f"indices must be in 0..{self.n - 1} (n_per_domain={self.n})")
+        indices = checked_indices(indices, self.n)
         rows = self._array(domain.corruption)[(domain.severity - 1) * self.block + indices]
         self._rows_read += len(indices)
         if self._rows_read >= self.release_rows:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ttabench.data.base import Domain
+from ttabench.data.base import Domain, checked_indices
 from ttabench.data.cifar_c import make_c_record
 from ttabench.data.corruptions import COMMON_CORRUPTIONS
 from ttabench.data.corruptions.tables import ALL_CORRUPTIONS
@@ -188,9 +188,7 @@ class FolderC:
     def images(self, domain: Domain, indices: np.ndarray) -> torch.Tensor:
         """uint8 (N, 3, H, W) images of ``indices``, decoded now (no resize: files are final)."""
         self._check_domain(domain)
-        indices = np.asarray(indices, dtype=np.int64)
-        if indices.size and (indices.min() < 0 or indices.max() >= len(self.ids)):
-            raise IndexError(f"indices must be in 0..{len(self.ids) - 1}")
+        indices = checked_indices(indices, len(self.ids))
         base = self.dir / domain.corruption / str(domain.severity)
         return torch.from_numpy(decode([base / self.ids[i] for i in indices]))
 

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ttabench.data.base import Domain
+from ttabench.data.base import Domain, checked_indices
 from ttabench.data.clean import CleanSet
 from ttabench.data.corruptions import (
     COMMON_CORRUPTIONS,
@@ -175,10 +175,7 @@ class GeneratedCorruptions:
     def images(self, domain: Domain, indices: np.ndarray) -> torch.Tensor:
         """uint8 (N, 3, H, W), generating and caching the chunks that hold ``indices``."""
         self._check_domain(domain)
-        indices = np.asarray(indices, dtype=np.int64)
-        n = len(self.clean.labels)
-        if indices.size and (indices.min() < 0 or indices.max() >= n):
-            raise IndexError(f"indices must be in 0..{n - 1}")
+        indices = checked_indices(indices, len(self.clean.labels))
         size = self.clean.image_size
         out = np.empty((len(indices), 3, size, size), dtype=np.uint8)
         chunks = indices // self.chunk
