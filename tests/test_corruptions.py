@@ -260,6 +260,34 @@ def test_glass_loop_copies_instead_of_swapping():
     assert np.array_equal(index, expected)
 
 
+def sequential_glass_index(h: int, w: int, delta: int, offsets: np.ndarray) -> np.ndarray:
+    """The scripts' loop, one step at a time (the oracle for the wave schedule)."""
+    n_iter, _, b, _ = offsets.shape
+    index = np.repeat(np.arange(h * w)[None, :], b, axis=0)
+    for it in range(n_iter):
+        s = 0
+        for hh in range(h - delta, delta, -1):
+            for ww in range(w - delta, delta, -1):
+                dx, dy = offsets[it, s, :, 0], offsets[it, s, :, 1]
+                index[:, hh * w + ww] = index[np.arange(b), (hh + dy) * w + ww + dx]
+                s += 1
+    return index
+
+
+@pytest.mark.parametrize(
+    "h, w, delta, iterations", [(32, 32, 1, 2), (32, 32, 2, 3), (17, 23, 3, 2), (40, 31, 4, 2)]
+)
+def test_glass_waves_reproduce_the_sequential_loop(h, w, delta, iterations):
+    # Offsets at the extremes (-delta and delta - 1) stress the overlap of neighbouring steps.
+    rng = np.random.default_rng(h * w + delta)
+    steps = (h - 2 * delta) * (w - 2 * delta)
+    offsets = rng.choice([-delta, delta - 1, 0], size=(iterations, steps, 3, 2))
+    offsets[..., 1, :] = rng.integers(-delta, delta, size=(iterations, steps, 2))
+    expected = sequential_glass_index(h, w, delta, offsets)
+    assert np.array_equal(glass_shuffle_index(h, w, delta, offsets), expected)
+    assert not np.array_equal(expected, np.arange(h * w)[None].repeat(3, 0))  # pixels moved
+
+
 def test_plasma_is_normalised():
     g = torch.Generator().manual_seed(0)
 
