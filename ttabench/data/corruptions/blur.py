@@ -101,7 +101,7 @@ def gaussian_blur(images: torch.Tensor, sigma: float, rng: RandomSource) -> torc
 
 
 @lru_cache(maxsize=16)
-def glass_waves(h: int, w: int, delta: int) -> tuple[np.ndarray, list[np.ndarray]]:
+def glass_waves(h: int, w: int, delta: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Visited pixels of the shuffle loop and its steps grouped into independent waves.
 
     Step ``(row r, column c)`` of the loop (counted in visiting order) writes its own pixel and
@@ -110,8 +110,8 @@ def glass_waves(h: int, w: int, delta: int) -> tuple[np.ndarray, list[np.ndarray
     ``(delta + 1) * r + c`` keeps every interacting pair in loop order, and the steps of one
     wave are ``>= delta + 1`` columns apart, so they do not interact: running the waves in order,
     each as one vectorised assignment, reproduces the sequential loop exactly with ~``delta + 1``
-    waves per row instead of one step per pixel. Returns (flat target index per step, the step
-    indices of each wave).
+    waves per row instead of one step per pixel. Returns (flat target index per step in visiting
+    order, the steps sorted by wave, where each wave starts in that order plus the end).
     """
     rows = np.arange(h - delta, delta, -1)
     cols = np.arange(w - delta, delta, -1)
@@ -119,8 +119,8 @@ def glass_waves(h: int, w: int, delta: int) -> tuple[np.ndarray, list[np.ndarray
     r, c = np.divmod(np.arange(targets.size), max(cols.size, 1))
     wave = (delta + 1) * r + c
     order = np.argsort(wave, kind="stable")
-    splits = np.flatnonzero(np.diff(wave[order])) + 1
-    return targets, np.split(order, splits) if order.size else []
+    bounds = [0, *(np.flatnonzero(np.diff(wave[order])) + 1).tolist(), order.size]
+    return targets, order, bounds
 
 
 def glass_shuffle_index(h: int, w: int, delta: int, offsets: np.ndarray) -> np.ndarray:
@@ -137,16 +137,18 @@ def glass_shuffle_index(h: int, w: int, delta: int, offsets: np.ndarray) -> np.n
     source indices.
     """
     n_iter, _, b, _ = offsets.shape
-    targets, waves = glass_waves(h, w, delta)
-    # flat source index per step and image: (h + dy) * w + (w + dx)
-    sources = targets[None, :, None] + offsets[..., 1] * w + offsets[..., 0]
-    index = np.repeat(np.arange(h * w)[:, None], b, axis=1)  # (H*W, B): where each pixel reads
-    batch = np.arange(b)[None, :]
+    targets, order, bounds = glass_waves(h, w, delta)
+    batch = np.arange(b)
+    # Flat position pixel * B + image, steps sorted by wave so that a wave is one slice.
+    write = (targets[order, None] * b + batch).reshape(-1)
+    index = np.repeat(np.arange(h * w), b)  # where each (pixel, image) reads from
     for it in range(n_iter):
-        src = sources[it]
-        for steps in waves:
-            index[targets[steps]] = index[src[steps], batch]
-    return np.ascontiguousarray(index.T)
+        # source pixel per step and image: (h + dy) * w + (w + dx)
+        src = targets[order, None] + offsets[it, order, :, 1] * w + offsets[it, order, :, 0]
+        read = (src * b + batch).reshape(-1)
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            index[write[lo * b : hi * b]] = index[read[lo * b : hi * b]]
+    return np.ascontiguousarray(index.reshape(h * w, b).T)
 
 
 def glass_apply(images: torch.Tensor, param: tuple, offsets: torch.Tensor) -> torch.Tensor:
