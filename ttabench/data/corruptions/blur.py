@@ -120,6 +120,8 @@ def glass_waves(h: int, w: int, delta: int) -> tuple[np.ndarray, np.ndarray, lis
     wave = (delta + 1) * r + c
     order = np.argsort(wave, kind="stable")
     bounds = [0, *(np.flatnonzero(np.diff(wave[order])) + 1).tolist(), order.size]
+    targets.setflags(write=False)  # cached: shared by every call
+    order.setflags(write=False)
     return targets, order, bounds
 
 
