@@ -44,10 +44,10 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(os.environ.get("TTABENCH_CACHE", Path.home() / ".cache" / "ttabench"))
 
 
-def _corruption_code_hash() -> str:
-    pkg = Path(__file__).parent / "corruptions"
+def corruption_code_hash() -> str:
+    """SHA-256 of the corruption package's sources (part of every cache key and record)."""
     h = hashlib.sha256()
-    for path in sorted(pkg.glob("*.py")):
+    for path in sorted((Path(__file__).parent / "corruptions").glob("*.py")):
         h.update(path.name.encode() + path.read_bytes())
     return h.hexdigest()
 
@@ -99,9 +99,9 @@ class EmbeddedCorruptions:
             for c in corruptions
             for s in ([0] if c == CLEAN else severities)
         ]
-        self.code_hash = _corruption_code_hash()[:16]
+        self.code_hash = corruption_code_hash()[:16]
         key = hashlib.sha256(
-            (synthetic.fingerprint(seed) + _corruption_code_hash() + _SEEDING).encode()
+            (synthetic.fingerprint(seed) + corruption_code_hash() + _SEEDING).encode()
         ).hexdigest()[:16]
         self.cache = cache_root(cache_dir) / "embedded" / key
         self._tags = {c: corruption_fingerprint(c) for c in self.corruptions}

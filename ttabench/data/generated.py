@@ -29,7 +29,6 @@ import hashlib
 import io
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -46,19 +45,11 @@ from ttabench.data.corruptions import (
     unavailable_reason,
 )
 from ttabench.data.corruptions.tables import ALL_CORRUPTIONS
-from ttabench.data.embedded import cache_root
+from ttabench.data.embedded import cache_root, corruption_code_hash
 from ttabench.data.roots import check_corruptions, check_severities
 
 JPEG_QUALITY = 85  # make_imagenet_c.py: Image.save(..., quality=85, optimize=True)
 MAX_BATCH = 1024  # images per corrupt call up to 64 px (64 at 224 px)
-
-
-def corruption_code_hash() -> str:
-    """SHA-256 of the corruption package's sources (part of every cache key and record)."""
-    h = hashlib.sha256()
-    for path in sorted((Path(__file__).parent / "corruptions").glob("*.py")):
-        h.update(path.name.encode() + path.read_bytes())
-    return h.hexdigest()
 
 
 def check_generatable(corruptions: Sequence[str]) -> list[str]:

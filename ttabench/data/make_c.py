@@ -29,13 +29,8 @@ from ttabench.data.benchmarks import BENCHMARKS
 from ttabench.data.cifar_c import MAKE_C_RECORD
 from ttabench.data.clean import CleanSet, load_clean
 from ttabench.data.corruptions import COMMON_CORRUPTIONS, corruption_provenance
-from ttabench.data.generated import (
-    JPEG_QUALITY,
-    check_generatable,
-    corrupt_samples,
-    corruption_code_hash,
-    jpeg_bytes,
-)
+from ttabench.data.embedded import corruption_code_hash
+from ttabench.data.generated import JPEG_QUALITY, check_generatable, corrupt_samples, jpeg_bytes
 from ttabench.data.roots import ENV_VAR, check_severities, data_root
 
 _CHUNK = 256

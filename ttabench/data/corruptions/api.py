@@ -21,6 +21,7 @@ import torch
 from . import blur, digital, elastic, frost, noise, spatter, weather  # noqa: F401
 from .ops import RandomSource, chunk_rows
 from .registry import REGISTRY
+from .seeding import seed_states
 from .tables import ALL_CORRUPTIONS, PROFILES, TABLES
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
@@ -43,12 +44,16 @@ def sample_generators(
     The per-sample seeding of spec 6.2: passed to ``corrupt``, sample ``i``'s output depends on
     these four numbers only, not on batch size, order, worker count or subset.
     """
-    name_key = zlib.crc32(corruption.encode())
-    out = []
-    for index in indices:
-        key = np.random.SeedSequence([seed, name_key, severity, int(index)])
-        out.append(torch.Generator().manual_seed(int(key.generate_state(1, np.uint64)[0] >> 1)))
-    return out
+    indices = [int(i) for i in indices]
+    entropy = (seed, zlib.crc32(corruption.encode()), severity)
+    if all(0 <= i < 2**32 for i in indices):  # one entropy word each: hashed all at once
+        states = seed_states(entropy, indices).tolist()
+    else:
+        states = [
+            int(np.random.SeedSequence([*entropy, i]).generate_state(1, np.uint64)[0])
+            for i in indices
+        ]
+    return [torch.Generator().manual_seed(state >> 1) for state in states]
 
 
 def corruption_provenance(names: Iterable[str]) -> dict[str, str]:
