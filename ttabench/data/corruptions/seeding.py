@@ -59,7 +59,7 @@ def seed_states(prefix: Sequence[int], last: Iterable[int]) -> np.ndarray:
     Every value of ``last`` must be in ``[0, 2**32)`` (one entropy word); ``prefix`` may hold
     any non-negative ints.
     """
-    last = np.asarray(list(last) if not isinstance(last, np.ndarray) else last)
+    last = np.asarray(list(last), dtype=np.int64)
     if last.size and (last.min() < 0 or last.max() > _WORD):
         raise ValueError("seed_states needs every last entropy value in [0, 2**32)")
     n = len(last)
