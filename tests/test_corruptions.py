@@ -26,13 +26,17 @@ from ttabench.data.corruptions import (
     REGISTRY,
     TABLES,
     available_corruptions,
+    blur,
     corrupt,
     frost,
+    reference,
     sample_generators,
     weather,
 )
-from ttabench.data.corruptions.blur import glass_shuffle_index, zoom_factors
+from ttabench.data.corruptions.blur import fft_size, glass_shuffle_index, zoom_factors
+from ttabench.data.corruptions.color import hsv_to_rgb, rgb_to_hsv
 from ttabench.data.corruptions.conformance import DRAWS, compare_with_reference
+from ttabench.data.corruptions.ops import RandomSource
 
 from .c_fixtures import write_frost_textures
 
@@ -286,6 +290,58 @@ def test_glass_waves_reproduce_the_sequential_loop(h, w, delta, iterations):
     expected = sequential_glass_index(h, w, delta, offsets)
     assert np.array_equal(glass_shuffle_index(h, w, delta, offsets), expected)
     assert not np.array_equal(expected, np.arange(h * w)[None].repeat(3, 0))  # pixels moved
+
+
+def test_glass_index_is_the_same_in_int64():
+    # index_dtype picks int32 below 2**31 entries; the int64 path (huge batches) agrees.
+    rng = np.random.default_rng(0)
+    offsets = rng.integers(-2, 2, size=(2, 28 * 28, 5, 2))
+    fast = glass_shuffle_index(32, 32, 2, offsets)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(blur, "index_dtype", lambda size: np.int64)
+        assert np.array_equal(glass_shuffle_index(32, 32, 2, offsets), fast)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_glass_blur_shuffles_with_its_drawn_offsets(profile):
+    # corrupt() builds the index from shifts in wave order (one pass for the whole batch); it
+    # must equal glass_apply on the same draws, i.e. the loop the reference tests hold exact.
+    x = torch.from_numpy(natural_images(5, SIZE[profile], seed=3)).permute(0, 3, 1, 2)
+    x = x.contiguous()
+    severity = 4
+    sigma, delta, iterations = param = TABLES["glass_blur"][profile][severity - 1]
+    h, w = x.shape[-2:]
+    steps = (h - 2 * delta) * (w - 2 * delta)
+    rng = RandomSource(sample_generators(7, "glass_blur", severity, range(5)), "cpu")
+    offsets = rng.integers((5, iterations, steps, 2), -delta, delta)
+    expected = blur.glass_apply(x, param, offsets.permute(1, 2, 0, 3))
+    gens = sample_generators(7, "glass_blur", severity, range(5))
+    assert torch.equal(corrupt(x, "glass_blur", severity, gens, profile), expected)
+
+
+def test_hsv_conversions_replay_skimage_on_ties_and_greys():
+    # Every max/min tie among {0, 1, 127, 128, 254, 255}^3 (greys included), plus random pixels.
+    vals = np.array([0, 1, 127, 128, 254, 255])
+    grid = np.stack(np.meshgrid(vals, vals, vals, indexing="ij"), -1).reshape(-1, 3)
+    pixels = np.concatenate([grid, np.random.default_rng(0).integers(0, 256, (4096, 3))]) / 255
+    as_image = torch.from_numpy(pixels.T.copy())[None, :, :, None]  # (1, 3, N, 1)
+    hsv = reference.rgb2hsv(pixels)
+    assert np.array_equal(rgb_to_hsv(as_image)[0, :, :, 0].numpy().T, hsv)
+    hsv[: len(vals), 0] = np.arange(len(vals)) / 6  # hues on the sector borders
+    back = hsv_to_rgb(torch.from_numpy(hsv.T.copy())[None, :, :, None])[0, :, :, 0].numpy().T
+    assert np.array_equal(back, reference.hsv2rgb(hsv))
+
+
+def test_fft_size_is_the_next_5_smooth_length():
+    def smooth(n: int) -> bool:
+        for p in (2, 3, 5):
+            while n % p == 0:
+                n //= p
+        return n == 1
+
+    for n in range(1, 400):
+        assert fft_size(n) == next(m for m in range(n, 2 * n + 1) if smooth(m))
+    assert fft_size(236) == 240  # 224 px + 2 * 6 (defocus sev 3): 236 = 4 * 59 is slow
 
 
 def test_plasma_is_normalised():

@@ -94,7 +94,7 @@ def test_missing_frost_textures_are_a_clear_error(monkeypatch, tmp_path):
 def test_frost_draws_one_of_the_first_five_textures_and_crops_inside(textures, monkeypatch):
     seen = {}
 
-    def record(images, param, which, starts):
+    def record(images, param, which, starts, pool=None):
         seen.update(which=which, starts=starts)
         return images
 

@@ -19,7 +19,7 @@ import torch
 
 # Importing the family modules registers their corruptions.
 from . import blur, digital, elastic, frost, noise, spatter, weather  # noqa: F401
-from .ops import RandomSource, chunk_rows
+from .ops import RandomSource, per_chunk
 from .registry import REGISTRY
 from .seeding import seed_states
 from .tables import ALL_CORRUPTIONS, PROFILES, TABLES
@@ -140,15 +140,12 @@ def corrupt(
     if images.shape[0] == 0:
         return images.clone()
     params = TABLES[name][profile][severity - 1]
-    if per_sample:  # each image has its own generator: cache-sized chunks give the same bytes
-        b, c, h, w = images.shape
-        step = chunk_rows(b, 8 * c * h * w, images.device)  # float64 working copies
-        parts = [
-            entry.fn(
-                images[s : s + step], params, RandomSource(generator[s : s + step], images.device)
-            )
-            for s in range(0, b, step)
-        ]
-        return torch.cat(parts).to(images.device)
+    if per_sample and not entry.whole_batch:  # one generator per image: chunks, same bytes
+        return per_chunk(
+            images,
+            lambda rows: entry.fn(
+                images[rows], params, RandomSource(generator[rows], images.device)
+            ),
+        ).to(images.device)
     rng = RandomSource(generator, images.device, images.shape[0])
     return entry.fn(images, params, rng).to(images.device)

@@ -21,34 +21,31 @@ def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
     delta = v - x.amin(1)  # np.ptp
     grey = delta == 0
     s = torch.where(grey, 0.0, delta / v)
-    h = torch.where(r == v, (g - b) / delta, 0.0)
-    h = torch.where(g == v, 2.0 + (b - r) / delta, h)
-    h = torch.where(b == v, 4.0 + (r - g) / delta, h)
+    # Which channel sets the hue (later wins), then h = 2 m + (next - after next) / delta.
+    m = torch.where(b == v, 2, torch.where(g == v, 1, 0))[:, None]
+    diff = x.gather(1, (m + 1) % 3) - x.gather(1, (m + 2) % 3)
+    h = (diff / delta[:, None]).squeeze(1)
+    h = torch.where(m.squeeze(1) == 0, h, 2.0 * m.squeeze(1) + h)
     h = torch.where(grey, 0.0, torch.remainder(h / 6.0, 1.0))
     return torch.stack((h, s, v), 1)
 
 
+#: skimage's (r, g, b) per sector ``floor(6 h) % 6``, as indices into the stack (v, t, p, q).
+_SECTOR_RGB = ((0, 1, 2), (3, 0, 2), (2, 0, 1), (2, 3, 0), (1, 2, 0), (0, 2, 3))
+
+
 def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
-    """``skimage.color.hsv2rgb`` on float (B, 3, H, W)."""
+    """``skimage.color.hsv2rgb`` on float (B, 3, H, W): one gather instead of six selects."""
     h, s, v = hsv.unbind(1)
     hi = torch.floor(h * 6)
     f = h * 6 - hi
     p = v * (1 - s)
     q = v * (1 - f * s)
     t = v * (1 - (1 - f) * s)
-    sector = (hi.long() % 6)[:, None]  # skimage: astype(uint8) % 6
-    choices = (
-        (v, t, p),
-        (q, v, p),
-        (p, v, t),
-        (p, q, v),
-        (t, p, v),
-        (v, p, q),
-    )
-    out = torch.zeros_like(hsv)
-    for k, rgb in enumerate(choices):
-        out = torch.where(sector == k, torch.stack(rgb, 1), out)
-    return out
+    sector = hi.long() % 6  # skimage: astype(uint8) % 6
+    table = torch.tensor(_SECTOR_RGB, device=hsv.device)
+    pick = table[sector].permute(0, 3, 1, 2)  # (B, 3, H, W): which of v, t, p, q per channel
+    return torch.stack((v, t, p, q), 1).gather(1, pick)
 
 
 def rgb_to_gray_float32(x: torch.Tensor) -> torch.Tensor:

@@ -66,28 +66,50 @@ def pil_box_coefficients(in_size: int, out_size: int) -> np.ndarray:
     return np.floor(0.5 + coeffs * (1 << _PRECISION_BITS))
 
 
-def _pil_resample_axis(x: torch.Tensor, coeffs: np.ndarray, dim: int) -> torch.Tensor:
-    """One Pillow pass: integer multiply-accumulate, +half, shift, clip to 0..255.
+@lru_cache(maxsize=64)
+def pil_box_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``pil_box_coefficients`` as taps: (out_size, T) input indices and their int32 weights.
 
-    Products are below 2**30 and sums below 2**40, so float64 matmuls are exact.
+    A box covers a few input pixels (T <= ceil(scale) + 1); unused taps have weight 0.
     """
-    k = torch.from_numpy(coeffs).to(x.device)
-    acc = torch.movedim(torch.movedim(x, dim, -1) @ k.T, -1, dim)
-    acc = acc + float(1 << (_PRECISION_BITS - 1))
-    return torch.floor(acc / float(1 << _PRECISION_BITS)).clamp_(0, 255)
+    coeffs = pil_box_coefficients(in_size, out_size)
+    taps = max(1, int((coeffs != 0).sum(1).max()))
+    index = np.zeros((out_size, taps), dtype=np.int64)
+    weight = np.zeros((out_size, taps), dtype=np.int32)
+    for i, row in enumerate(coeffs):
+        cols = np.flatnonzero(row)
+        index[i, : cols.size], weight[i, : cols.size] = cols, row[cols]
+    return index, weight
+
+
+def _pil_resample_axis(x: torch.Tensor, in_size: int, out_size: int, dim: int) -> torch.Tensor:
+    """One Pillow pass on int32: multiply-accumulate the few taps, +half, shift, clip to 0..255.
+
+    Pillow's own integer arithmetic: weights sum to ~2**22, so sums stay below 2**31.
+    """
+    index, weight = pil_box_taps(in_size, out_size)
+    shape = [1] * x.dim()
+    shape[dim] = out_size
+    acc = None
+    for t in range(index.shape[1]):
+        taps = torch.from_numpy(index[:, t]).to(x.device)
+        w = torch.from_numpy(weight[:, t].copy()).to(x.device).reshape(shape)
+        term = x.index_select(dim, taps) * w
+        acc = term if acc is None else acc.add_(term)
+    return acc.add_(1 << (_PRECISION_BITS - 1)).bitwise_right_shift_(_PRECISION_BITS).clamp_(0, 255)
 
 
 def pil_box_resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``PIL.Image.resize((width, height), Image.BOX)`` of uint8-valued float64 (B, C, H, W).
+    """``PIL.Image.resize((width, height), Image.BOX)`` of uint8-valued int32 (B, C, H, W).
 
     Pillow resamples horizontally first, then vertically, rounding to uint8 after each pass,
     and skips an axis whose size does not change.
     """
     h, w = x.shape[-2:]
     if width != w:
-        x = _pil_resample_axis(x, pil_box_coefficients(w, width), -1)
+        x = _pil_resample_axis(x, w, width, -1)
     if height != h:
-        x = _pil_resample_axis(x, pil_box_coefficients(h, height), -2)
+        x = _pil_resample_axis(x, h, height, -2)
     return x
 
 
@@ -95,7 +117,7 @@ def pil_box_resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
 def pixelate(images: torch.Tensor, ratio: float, rng: RandomSource) -> torch.Tensor:
     """PIL BOX down to ``int(size * ratio)``, then BOX back up (bit-exact vs Pillow)."""
     h, w = images.shape[-2:]
-    x = images.to(torch.float64)
+    x = images.to(torch.int32)
     x = pil_box_resize(x, int(h * ratio), int(w * ratio))
     return pil_box_resize(x, h, w).to(torch.uint8)
 

@@ -38,6 +38,16 @@ def chunk_rows(rows: int, row_bytes: int, device: torch.device) -> int:
     return max(1, min(rows, CPU_CHUNK_BYTES // max(1, row_bytes)))
 
 
+def per_chunk(images: torch.Tensor, fn: Callable[[slice], torch.Tensor]) -> torch.Tensor:
+    """``fn(rows)`` over slices of the batch sized for float64 copies of ``images``, concatenated.
+
+    For per-image work (any op here): the result is the same as one call on the whole batch.
+    """
+    b = images.shape[0]
+    step = chunk_rows(b, 8 * images[0].numel(), images.device) if b else 1
+    return torch.cat([fn(slice(s, s + step)) for s in range(0, b, step)])
+
+
 class RandomSource:
     """All randomness of one ``corrupt`` call, drawn per sample or from one generator.
 
@@ -94,32 +104,36 @@ class RandomSource:
         gens = self._check_leading(shape)
         return torch.stack([fn(shape[1:], g) for g in gens]).to(self.device)
 
-    def normal(self, shape: Shape, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
-        """float64 N(mean, std**2) samples."""
-        kw = {"dtype": torch.float64, "device": self._source}
-        z = self._draw(shape, lambda s, g: torch.randn(s, generator=g, **kw))
-        return z * std + mean
+    def normal(
+        self, shape: Shape, mean: float = 0.0, std: float = 1.0, draw: torch.dtype = torch.float64
+    ) -> torch.Tensor:
+        """float64 N(mean, std**2) samples, drawn in ``draw`` precision.
 
-    def uniform(self, shape: Shape, low: float, high: float) -> torch.Tensor:
-        """float64 U[low, high) samples (numpy's ``low + (high - low) * random()``)."""
-        kw = {"dtype": torch.float64, "device": self._source}
+        ``draw=torch.float32`` uses torch's vectorised float32 sampler (5x faster on CPU than
+        float64); its uniforms have 24 bits, so ``|z|`` stops at 5.8 (probability 8e-9).
+        """
+        kw = {"dtype": draw, "device": self._source}
+        z = self._draw(shape, lambda s, g: torch.randn(s, generator=g, **kw))
+        return z.to(torch.float64) * std + mean
+
+    def uniform(
+        self, shape: Shape, low: float, high: float, draw: torch.dtype = torch.float64
+    ) -> torch.Tensor:
+        """U[low, high) samples (numpy's ``low + (high - low) * random()``), in ``draw``."""
+        kw = {"dtype": draw, "device": self._source}
         u = self._draw(shape, lambda s, g: torch.rand(s, generator=g, **kw))
         return low + (high - low) * u
 
-    def integers(self, shape: Shape, low: int, high: int) -> torch.Tensor:
-        """int64 samples uniform on ``[low, high)`` like ``np.random.randint``."""
-        return self._draw(
-            shape, lambda s, g: torch.randint(low, high, s, generator=g, device=self._source)
-        )
+    def integers(
+        self, shape: Shape, low: int, high: int, dtype: torch.dtype = torch.int64
+    ) -> torch.Tensor:
+        """Samples uniform on ``[low, high)`` like ``np.random.randint``.
 
-    def poisson(self, rates: torch.Tensor) -> torch.Tensor:
-        """float64 Poisson(rates) samples; ``rates`` has the batch as leading dimension."""
-        src = rates.to(self._source, torch.float64)
-        if self.generators is None:
-            return torch.poisson(src, generator=self.generator).to(self.device)
-        gens = self._check_leading(tuple(src.shape))
-        out = [torch.poisson(r, generator=g) for r, g in zip(src, gens, strict=True)]
-        return torch.stack(out).to(self.device)
+        The values do not depend on ``dtype`` (torch draws 32 bits per value for ranges below
+        2**32); a narrow one only saves memory.
+        """
+        kw = {"dtype": dtype, "device": self._source}
+        return self._draw(shape, lambda s, g: torch.randint(low, high, s, generator=g, **kw))
 
 
 def to_unit(images: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:

@@ -38,6 +38,8 @@ class Corruption:
         random: Whether its output depends on the RNG.
         check: Raises :class:`CorruptionUnavailableError` if an optional piece is missing.
         describe: Provenance of what it used (texture files, library version), as strings.
+        whole_batch: ``corrupt`` hands it a per-sample batch whole instead of in cache-sized
+            chunks (glass: its per-step index loop costs the same for 1 image or 32).
     """
 
     name: str
@@ -45,6 +47,7 @@ class Corruption:
     random: bool
     check: Callable[[], None] | None = None
     describe: Callable[[], dict[str, str]] | None = None
+    whole_batch: bool = False
 
 
 REGISTRY: dict[str, Corruption] = {}
@@ -56,6 +59,7 @@ def register(
     random: bool,
     check: Callable[[], None] | None = None,
     describe: Callable[[], dict[str, str]] | None = None,
+    whole_batch: bool = False,
 ) -> Callable[[CorruptionFn], CorruptionFn]:
     """Decorator registering ``fn`` under ``name``: ``@register("fog", random=True)``."""
     if name not in ALL_CORRUPTIONS or name not in TABLES:
@@ -64,7 +68,7 @@ def register(
     def wrap(fn: CorruptionFn) -> CorruptionFn:
         if name in REGISTRY:
             raise ValueError(f"corruption {name!r} registered twice")
-        REGISTRY[name] = Corruption(name, fn, random, check, describe)
+        REGISTRY[name] = Corruption(name, fn, random, check, describe, whole_batch)
         return fn
 
     return wrap

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 
 from .color import hsv_to_rgb, rgb_to_gray_float32, rgb_to_hsv
-from .ops import RandomSource, clipped_zoom, magick_motion_blur, to_uint8, to_unit
+from .ops import RandomSource, clipped_zoom, magick_motion_blur, per_chunk, to_uint8, to_unit
 from .registry import register
 
 #: ``draw(shape, low, high)`` -> (B, *shape) float64 uniform samples.
@@ -70,19 +70,20 @@ def fog_blend(images: torch.Tensor, plasma: torch.Tensor, strength: float) -> to
     return to_uint8(x * max_val / (max_val + strength))
 
 
-@register("fog", random=True)
+@register("fog", random=True, whole_batch=True)
 def fog(images: torch.Tensor, param: tuple, rng: RandomSource) -> torch.Tensor:
     """Plasma-fractal haze.
 
     The scripts use a 32 px (CIFAR) or 256 px (ImageNet, cropped to 224) map; in general the
-    smallest power of two covering the image, which gives exactly those two sizes.
+    smallest power of two covering the image, which gives exactly those two sizes. The maps
+    are built for the whole batch at once (their cost is per level, not per pixel).
     """
     strength, decay = param
     b, _, h, w = images.shape
     mapsize = 1 << max(max(h, w) - 1, 1).bit_length()
     draw = lambda shape, lo, hi: rng.uniform((b, *shape), lo, hi)  # noqa: E731
     plasma = plasma_fractal(b, mapsize, decay, draw, images.device)
-    return fog_blend(images, plasma, strength)
+    return per_chunk(images, lambda rows: fog_blend(images[rows], plasma[rows], strength))
 
 
 def snow_blend(
@@ -108,10 +109,13 @@ def snow_blend(
 
 @register("snow", random=True)
 def snow(images: torch.Tensor, param: tuple, rng: RandomSource) -> torch.Tensor:
-    """Snow flakes (thresholded Gaussian noise, motion-blurred at U(-135, -45) degrees)."""
+    """Snow flakes (thresholded Gaussian noise, motion-blurred at U(-135, -45) degrees).
+
+    The noise layer is drawn in float32 (``RandomSource.normal``: 5x faster, the same law).
+    """
     loc, scale = param[:2]
     b, _, h, w = images.shape
-    layer = rng.normal((b, h, w), mean=loc, std=scale)
+    layer = rng.normal((b, h, w), mean=loc, std=scale, draw=torch.float32)
     angles = rng.uniform((b,), -135.0, -45.0)
     return snow_blend(images, layer, param, angles)
 
