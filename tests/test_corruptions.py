@@ -149,7 +149,7 @@ def _exact_noise_distribution(name: str, level: int, c: float) -> tuple[np.ndarr
     if name == "shot_noise":
         n = np.arange(int(stats.poisson.ppf(1 - 1e-13, v * c)) + 1)
         return np.floor(np.clip(n / c, 0, 1) * 255), stats.poisson.pmf(n, v * c)
-    base = np.floor(np.clip(v, 0, 1) * 255)  # impulse: untouched pixels still go through x/255*255
+    base = np.floor(np.clip(v, 0, 1) * 255)  # impulse: an untouched byte (x / 255 * 255 = x)
     return np.array([0.0, 255.0, base]), np.array([c / 2, c / 2, 1 - c])
 
 
@@ -181,6 +181,37 @@ def test_impulse_noise_flips_channels_independently():
     base = int(np.uint8(128 / 255 * 255))
     any_flipped = (out != base).any(1).double().mean().item()
     assert abs(any_flipped - (1 - (1 - a) ** 3)) < 0.02, any_flipped
+
+
+def test_impulse_noise_splits_salt_and_pepper_evenly():
+    # One uniform per element: salt below amount / 2, pepper up to amount, else untouched.
+    x = torch.full((4, 3, 64, 64), 128, dtype=torch.uint8)
+    for severity, amount in enumerate(TABLES["impulse_noise"]["imagenet"], start=1):
+        out = corrupt(
+            x, "impulse_noise", severity, torch.Generator().manual_seed(severity), "imagenet"
+        )
+        counts = [(out == 255).sum().item(), (out == 0).sum().item(), (out == 128).sum().item()]
+        assert sum(counts) == out.numel()
+        expected = np.array([amount / 2, amount / 2, 1 - amount]) * out.numel()
+        assert stats.chisquare(counts, expected).pvalue > 1e-4, (severity, counts)
+
+
+@pytest.mark.parametrize(
+    "name", ["shot_noise", "defocus_blur", "glass_blur", "fog", "frost", "pixelate"]
+)
+def test_chunking_never_changes_the_bytes(name, monkeypatch):
+    # corrupt() slices per-sample batches (cache-sized chunks, or WHOLE_BATCH_ROWS for the
+    # whole_batch ones) and concatenates; one image per slice must give the same bytes.
+    from ttabench.data.corruptions import api, ops
+
+    x = to_torch(natural_images(5, 64, seed=8))
+    expected = corrupt(x, name, 2, sample_generators(1, name, 2, range(5)), "imagenet")
+    monkeypatch.setattr(ops, "CPU_CHUNK_BYTES", 1)
+    monkeypatch.setattr(api, "WHOLE_BATCH_ROWS", 2)
+    got = corrupt(x, name, 2, sample_generators(1, name, 2, range(5)), "imagenet")
+    assert torch.equal(got, expected)
+    empty = ops.per_chunk(x[:0], lambda rows: x[rows])
+    assert empty.shape == (0, *x.shape[1:])
 
 
 # --- contract, determinism, severity ----------------------------------------------------------
@@ -341,7 +372,7 @@ def test_fft_size_is_the_next_5_smooth_length():
 
     for n in range(1, 400):
         assert fft_size(n) == next(m for m in range(n, 2 * n + 1) if smooth(m))
-    assert fft_size(236) == 240  # 224 px + 2 * 6 (defocus sev 3): 236 = 4 * 59 is slow
+    assert fft_size(238) == 240  # 224 px + 2 * 7 (defocus sev 3): 238 = 2 * 7 * 17 is slow
 
 
 def test_plasma_is_normalised():

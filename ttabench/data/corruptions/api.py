@@ -19,7 +19,7 @@ import torch
 
 # Importing the family modules registers their corruptions.
 from . import blur, digital, elastic, frost, noise, spatter, weather  # noqa: F401
-from .ops import RandomSource, per_chunk
+from .ops import WHOLE_BATCH_ROWS, RandomSource, per_chunk
 from .registry import REGISTRY
 from .seeding import seed_states
 from .tables import ALL_CORRUPTIONS, PROFILES, TABLES
@@ -140,12 +140,13 @@ def corrupt(
     if images.shape[0] == 0:
         return images.clone()
     params = TABLES[name][profile][severity - 1]
-    if per_sample and not entry.whole_batch:  # one generator per image: chunks, same bytes
+    if per_sample:  # one generator per image: any slicing of the batch gives the same bytes
         return per_chunk(
             images,
             lambda rows: entry.fn(
                 images[rows], params, RandomSource(generator[rows], images.device)
             ),
+            WHOLE_BATCH_ROWS if entry.whole_batch else None,
         ).to(images.device)
     rng = RandomSource(generator, images.device, images.shape[0])
     return entry.fn(images, params, rng).to(images.device)

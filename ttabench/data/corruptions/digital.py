@@ -67,19 +67,19 @@ def pil_box_coefficients(in_size: int, out_size: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
-def pil_box_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """``pil_box_coefficients`` as taps: (out_size, T) input indices and their int32 weights.
+def pil_box_taps(in_size: int, out_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``pil_box_coefficients`` as taps: (T, out_size) input indices and their int32 weights.
 
     A box covers a few input pixels (T <= ceil(scale) + 1); unused taps have weight 0.
     """
     coeffs = pil_box_coefficients(in_size, out_size)
     taps = max(1, int((coeffs != 0).sum(1).max()))
-    index = np.zeros((out_size, taps), dtype=np.int64)
-    weight = np.zeros((out_size, taps), dtype=np.int32)
+    index = np.zeros((taps, out_size), dtype=np.int64)
+    weight = np.zeros((taps, out_size), dtype=np.int32)
     for i, row in enumerate(coeffs):
         cols = np.flatnonzero(row)
-        index[i, : cols.size], weight[i, : cols.size] = cols, row[cols]
-    return index, weight
+        index[: cols.size, i], weight[: cols.size, i] = cols, row[cols]
+    return torch.from_numpy(index), torch.from_numpy(weight)
 
 
 def _pil_resample_axis(x: torch.Tensor, in_size: int, out_size: int, dim: int) -> torch.Tensor:
@@ -91,10 +91,8 @@ def _pil_resample_axis(x: torch.Tensor, in_size: int, out_size: int, dim: int) -
     shape = [1] * x.dim()
     shape[dim] = out_size
     acc = None
-    for t in range(index.shape[1]):
-        taps = torch.from_numpy(index[:, t]).to(x.device)
-        w = torch.from_numpy(weight[:, t].copy()).to(x.device).reshape(shape)
-        term = x.index_select(dim, taps) * w
+    for taps, w in zip(index.to(x.device), weight.to(x.device), strict=True):
+        term = x.index_select(dim, taps) * w.reshape(shape)
         acc = term if acc is None else acc.add_(term)
     return acc.add_(1 << (_PRECISION_BITS - 1)).bitwise_right_shift_(_PRECISION_BITS).clamp_(0, 255)
 

@@ -7,12 +7,13 @@ without a seed, so only the distribution can be matched, not the pixels; these d
 the caller's ``torch.Generator`` instead, chosen for speed where the law stays the same:
 
 * gaussian and speckle: float32 standard normals (torch's vectorised sampler, 5x faster than
-  float64 on the CPU), scaled and added in float64; ``|z|`` stops at 5.8 (probability 8e-9).
+  float64 on the CPU), scaled and added in float64; their 24-bit uniforms stop ``|z|`` at 5.8
+  on the CPU (a tail of probability 8e-9; ~6.7 on CUDA).
 * shot: inputs are bytes, so ``x * lam`` takes 256 values; each has an alias table of its
   Poisson law (Walker 1977, built as Vose 1991), sampled with one float64 uniform per element.
   ``torch.poisson`` runs a scalar rejection loop per element and was the slowest corruption.
-* impulse: one uniform per element decides salt, pepper or neither (same joint law as
-  scikit-image's two draws).
+* impulse: one float32 uniform per element decides salt, pepper or neither (scikit-image's
+  law for its two draws, up to the 2**-24 grid of the uniform).
 """
 
 from __future__ import annotations
@@ -52,9 +53,9 @@ def impulse_noise(images: torch.Tensor, amount: float, rng: RandomSource) -> tor
 
     Since scikit-image PR #2223 (2016, before CIFAR-10-C) each element (pixel *and* channel) is
     flipped with probability ``amount``, to 1 (salt) or 0 (pepper) with probability 1/2 each.
-    One uniform ``u`` per element gives that law: salt if ``u <= amount / 2``, pepper if
-    ``amount / 2 < u <= amount``. Untouched bytes stay as they are (``x / 255 * 255`` truncates
-    back to ``x`` for every byte).
+    One uniform ``u`` per element gives that law (up to its 2**-24 grid): salt if
+    ``u <= amount / 2``, pepper if ``amount / 2 < u <= amount``. Untouched bytes stay as they
+    are (``x / 255 * 255`` truncates back to ``x`` for every byte).
     """
     u = rng.uniform(images.shape, 0.0, 1.0, draw=torch.float32)
     return torch.where(u <= amount / 2, 255, torch.where(u <= amount, 0, images)).to(torch.uint8)
@@ -102,7 +103,7 @@ def alias_table(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=32)
-def _shot_tables(lam: float, device: torch.device) -> tuple[torch.Tensor, ...]:
+def _shot_tables_cpu(lam: float) -> tuple[torch.Tensor, ...]:
     """Per grey level ``r``, the alias table of ``Poisson(r / 255 * lam)``, flat (256 * m).
 
     Returns ``accept`` (float64, 256 * m), ``value`` (uint8, m: the output byte of count ``n``,
@@ -114,4 +115,10 @@ def _shot_tables(lam: float, device: torch.device) -> tuple[torch.Tensor, ...]:
     accept = torch.from_numpy(np.concatenate([a for a, _ in tables]))
     alias = torch.from_numpy(np.concatenate([j for _, j in tables]))
     value = to_uint8(torch.arange(m, dtype=torch.float64) / lam)
-    return accept.to(device), value.to(device), value[alias].to(device)
+    return accept, value, value[alias]
+
+
+@functools.lru_cache(maxsize=32)
+def _shot_tables(lam: float, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """``_shot_tables_cpu(lam)`` on ``device`` (built once, copied per device)."""
+    return tuple(t.to(device) for t in _shot_tables_cpu(lam))

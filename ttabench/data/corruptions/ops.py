@@ -38,13 +38,23 @@ def chunk_rows(rows: int, row_bytes: int, device: torch.device) -> int:
     return max(1, min(rows, CPU_CHUNK_BYTES // max(1, row_bytes)))
 
 
-def per_chunk(images: torch.Tensor, fn: Callable[[slice], torch.Tensor]) -> torch.Tensor:
-    """``fn(rows)`` over slices of the batch sized for float64 copies of ``images``, concatenated.
+#: The most images a ``whole_batch`` corruption gets at once: enough to share its per-call work
+#: (glass's waves, fog's fractal levels), few enough to bound its memory (~2 MB per 224 px image).
+WHOLE_BATCH_ROWS = 64
+
+
+def per_chunk(
+    images: torch.Tensor, fn: Callable[[slice], torch.Tensor], rows: int | None = None
+) -> torch.Tensor:
+    """``fn(slice)`` over slices of the batch, concatenated: ``rows`` images each, or as many as
+    fit ``CPU_CHUNK_BYTES`` as float64 copies.
 
     For per-image work (any op here): the result is the same as one call on the whole batch.
     """
     b = images.shape[0]
-    step = chunk_rows(b, 8 * images[0].numel(), images.device) if b else 1
+    if b == 0:
+        return fn(slice(0, 0))
+    step = rows or chunk_rows(b, 8 * images[0].numel(), images.device)
     return torch.cat([fn(slice(s, s + step)) for s in range(0, b, step)])
 
 
@@ -110,7 +120,7 @@ class RandomSource:
         """float64 N(mean, std**2) samples, drawn in ``draw`` precision.
 
         ``draw=torch.float32`` uses torch's vectorised float32 sampler (5x faster on CPU than
-        float64); its uniforms have 24 bits, so ``|z|`` stops at 5.8 (probability 8e-9).
+        float64); its 24-bit uniforms stop ``|z|`` at 5.8 on the CPU (probability 8e-9).
         """
         kw = {"dtype": draw, "device": self._source}
         z = self._draw(shape, lambda s, g: torch.randn(s, generator=g, **kw))

@@ -38,8 +38,10 @@ class Corruption:
         random: Whether its output depends on the RNG.
         check: Raises :class:`CorruptionUnavailableError` if an optional piece is missing.
         describe: Provenance of what it used (texture files, library version), as strings.
-        whole_batch: ``corrupt`` hands it a per-sample batch whole instead of in cache-sized
-            chunks (glass: its per-step index loop costs the same for 1 image or 32).
+        whole_batch: ``corrupt`` hands it per-sample batches of up to ``WHOLE_BATCH_ROWS``
+            images instead of cache-sized chunks, for work whose cost is per call, not per
+            image (glass's index waves, fog's fractal levels, frost's texture lookup); it
+            chunks its float work itself (``ops.per_chunk``).
     """
 
     name: str
