@@ -114,15 +114,23 @@ class RandomSource:
         gens = self._check_leading(shape)
         return torch.stack([fn(shape[1:], g) for g in gens]).to(self.device)
 
-    def normal(self, shape: Shape, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
-        """float64 N(mean, std**2) samples."""
-        kw = {"dtype": torch.float64, "device": self._source}
-        z = self._draw(shape, lambda s, g: torch.randn(s, generator=g, **kw))
-        return z * std + mean
+    def normal(
+        self, shape: Shape, mean: float = 0.0, std: float = 1.0, draw: torch.dtype = torch.float64
+    ) -> torch.Tensor:
+        """float64 N(mean, std**2) samples, drawn in ``draw`` precision.
 
-    def uniform(self, shape: Shape, low: float, high: float) -> torch.Tensor:
-        """float64 U[low, high) samples (numpy's ``low + (high - low) * random()``)."""
-        kw = {"dtype": torch.float64, "device": self._source}
+        ``draw=torch.float32`` uses torch's vectorised float32 sampler (5x faster on CPU than
+        float64); its 24-bit uniforms stop ``|z|`` at 5.8 on the CPU (probability 8e-9).
+        """
+        kw = {"dtype": draw, "device": self._source}
+        z = self._draw(shape, lambda s, g: torch.randn(s, generator=g, **kw))
+        return z.to(torch.float64) * std + mean
+
+    def uniform(
+        self, shape: Shape, low: float, high: float, draw: torch.dtype = torch.float64
+    ) -> torch.Tensor:
+        """U[low, high) samples (numpy's ``low + (high - low) * random()``), in ``draw``."""
+        kw = {"dtype": draw, "device": self._source}
         u = self._draw(shape, lambda s, g: torch.rand(s, generator=g, **kw))
         return low + (high - low) * u
 
@@ -136,15 +144,6 @@ class RandomSource:
         """
         kw = {"dtype": dtype, "device": self._source}
         return self._draw(shape, lambda s, g: torch.randint(low, high, s, generator=g, **kw))
-
-    def poisson(self, rates: torch.Tensor) -> torch.Tensor:
-        """float64 Poisson(rates) samples; ``rates`` has the batch as leading dimension."""
-        src = rates.to(self._source, torch.float64)
-        if self.generators is None:
-            return torch.poisson(src, generator=self.generator).to(self.device)
-        gens = self._check_leading(tuple(src.shape))
-        out = [torch.poisson(r, generator=g) for r, g in zip(src, gens, strict=True)]
-        return torch.stack(out).to(self.device)
 
 
 def to_unit(images: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:

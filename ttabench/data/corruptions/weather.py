@@ -109,10 +109,13 @@ def snow_blend(
 
 @register("snow", random=True)
 def snow(images: torch.Tensor, param: tuple, rng: RandomSource) -> torch.Tensor:
-    """Snow flakes (thresholded Gaussian noise, motion-blurred at U(-135, -45) degrees)."""
+    """Snow flakes (thresholded Gaussian noise, motion-blurred at U(-135, -45) degrees).
+
+    The noise layer is drawn in float32 (``RandomSource.normal``: 5x faster, the same law).
+    """
     loc, scale = param[:2]
     b, _, h, w = images.shape
-    layer = rng.normal((b, h, w), mean=loc, std=scale)
+    layer = rng.normal((b, h, w), mean=loc, std=scale, draw=torch.float32)
     angles = rng.uniform((b,), -135.0, -45.0)
     return snow_blend(images, layer, param, angles)
 
