@@ -1,8 +1,9 @@
 """The elastic transform's two resamplers against their references, on every border branch.
 
-``warp_affine`` and ``map_coordinates_reflect`` take a cheap path when all indices lie within
-one reflection of the image and a general one otherwise; coordinates here hit both, and the
-bands right next to the borders where the two reflection rules differ.
+Both read their four neighbours through ``neighbours``, which extends the image by the border
+over the indices' span, reducing indices modulo the border's period when they spread wider;
+coordinates here hit both cases, and the bands right next to the borders where the two
+reflection rules differ.
 """
 
 from __future__ import annotations
@@ -11,7 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from ttabench.data.corruptions.elastic import map_coordinates_reflect, warp_affine
+from ttabench.data.corruptions.elastic import (
+    HALF_SAMPLE,
+    REFLECT_101,
+    map_coordinates_reflect,
+    neighbours,
+    warp_affine,
+)
 from ttabench.data.corruptions.reference_elastic import cv_warp_affine
 
 ndi = pytest.importorskip("scipy.ndimage")
@@ -57,3 +64,19 @@ def test_warp_affine_is_opencv_fixed_point(n, scale):
     for b in range(2):
         ref = cv_warp_affine(image[b].permute(1, 2, 0).numpy(), m[b].numpy())
         np.testing.assert_array_equal(ours[b].permute(1, 2, 0).numpy(), ref)
+
+
+@pytest.mark.parametrize("border", [REFLECT_101, HALF_SAMPLE], ids=["reflect101", "half"])
+@pytest.mark.parametrize("n", [1, 2, 7])
+@pytest.mark.parametrize("reach", [1, 40])  # within a period of the image; many periods away
+def test_neighbours_equal_folding_every_index(border, n, reach):
+    g = torch.Generator().manual_seed(n + reach)
+    image = torch.rand(2, 3, n, n + 1, generator=g)
+    r0 = torch.randint(-reach * n - 1, reach * n + 1, (2, n, n + 1), generator=g)
+    c0 = torch.randint(-reach * n - 1, reach * n + 2, (2, n, n + 1), generator=g)
+    got = neighbours(image, r0, c0, border)
+    flat = image.reshape(2, 3, -1)
+    for k, (i, j) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+        idx = border.fold(r0 + i, n) * (n + 1) + border.fold(c0 + j, n + 1)
+        want = flat.gather(2, idx.reshape(2, 1, -1).expand(2, 3, -1)).reshape(2, 3, n, n + 1)
+        assert torch.equal(got[k], want), (i, j)

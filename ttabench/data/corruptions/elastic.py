@@ -17,6 +17,9 @@ behaviour on purpose. Step 2 replays scipy's arithmetic in float64 and rounds to
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import torch
 
 from .ops import RandomSource, gaussian_filter, to_uint8, to_unit
@@ -79,15 +82,54 @@ def warp_affine(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     fx = (xq & (tab - 1)).to(torch.float32) / tab  # exact: k / 32
     fy = (yq & (tab - 1)).to(torch.float32) / tab
     weights = ((1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx)
-    flat = x.reshape(b, c, h * w)
-    rows = [_reflect101(sy + dy, h) * w for dy in (0, 1)]
-    cols = [_reflect101(sx + dx, w) for dx in (0, 1)]
     out = None
-    for k, (dy, dx) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
-        idx = (rows[dy] + cols[dx]).reshape(b, 1, h * w).expand(b, c, h * w)
-        term = flat.gather(2, idx).reshape(b, c, h, w) * weights[k][:, None]
+    for v, weight in zip(neighbours(x, sy, sx, REFLECT_101), weights, strict=True):
+        term = v.mul_(weight[:, None])
         out = term if out is None else out.add_(term)  # float32, left to right like OpenCV
     return out
+
+
+class Border(NamedTuple):
+    """A border mode: ``fold(index, n)`` maps any integer index into ``[0, n)``, periodically."""
+
+    fold: Callable[[torch.Tensor, int], torch.Tensor]
+    period: Callable[[int], int]
+
+
+def neighbours(
+    x: torch.Tensor, r0: torch.Tensor, c0: torch.Tensor, border: Border
+) -> list[torch.Tensor]:
+    """The pixels at (r0 + i, c0 + j) of x (B, C, H, W), for (i, j) = 00, 01, 10, 11.
+
+    r0, c0: int64 (B, H, W), may leave the image. The image is first extended by the border
+    over the span of the indices, so each neighbour is one gather at a fixed offset instead of
+    four per-pixel folds.
+    """
+    b, c, h, w = x.shape
+    if b == 0:
+        return [x.clone() for _ in range(4)]
+    r0, rows = _window(r0, h, border)
+    c0, cols = _window(c0, w, border)
+    wide = cols.numel()
+    flat = x.index_select(2, rows).index_select(3, cols).reshape(b, c, -1)
+    base = (r0 * wide + c0).reshape(b, 1, h * w)
+    return [
+        flat.gather(2, (base + (i * wide + j)).expand(b, c, h * w)).reshape(b, c, h, w)
+        for i, j in ((0, 0), (0, 1), (1, 0), (1, 1))
+    ]
+
+
+def _window(i: torch.Tensor, n: int, border: Border) -> tuple[torch.Tensor, torch.Tensor]:
+    """``i`` shifted to start at 0, and the folded source index of each of ``i``'s positions
+    and the one after. Indices spread over more than a period are first reduced modulo it (the
+    fold is periodic), so the window never exceeds about two periods."""
+    low, high = torch.stack((i.amin(), i.amax())).tolist()  # one host sync
+    period = border.period(n)
+    if high - low >= period:
+        i = i.remainder(period)
+        low, high = 0, period - 1
+    lookup = border.fold(torch.arange(low, high + 2, device=i.device), n)
+    return i - low, lookup
 
 
 def _in_range(i: torch.Tensor, low: int, high: int) -> bool:
@@ -98,8 +140,6 @@ def _reflect101(i: torch.Tensor, n: int) -> torch.Tensor:
     """Integer index ``i`` reflected into ``[0, n)`` like OpenCV BORDER_REFLECT_101."""
     if n == 1:
         return torch.zeros_like(i)
-    if _in_range(i, 1 - n, 2 * n - 2):  # one fold each side: (n-1) - |(n-1) - |i||, ~3x faster
-        return i.abs().sub_(n - 1).abs_().neg_().add_(n - 1)
     i = i.remainder(2 * n - 2)
     return torch.where(i >= n, 2 * n - 2 - i, i)
 
@@ -132,31 +172,22 @@ def map_coordinates_reflect(
     r0, c0 = torch.floor(rr), torch.floor(cc)
     tr, tc = rr - r0, cc - c0
     wr, wc = (1 - tr, tr), (1 - tc, tc)
-    r0, c0 = r0.long(), c0.long()
-    flat = x.to(torch.float64).reshape(b, c, h * w)
-    rows_i = [_half_sample(r0 + i, h) * w for i in (0, 1)]
-    cols_j = [_half_sample(c0 + j, w) for j in (0, 1)]
     out = None
-    for i in (0, 1):
-        for j in (0, 1):
-            idx = (rows_i[i] + cols_j[j]).reshape(b, 1, h * w)
-            v = flat.gather(2, idx.expand(b, c, h * w)).reshape(b, c, h, w)
-            term = v.mul_(wr[i][:, None]).mul_(wc[j][:, None])
-            out = term if out is None else out.add_(term)
+    corners = neighbours(x, r0.long(), c0.long(), HALF_SAMPLE)  # exact in float32
+    for v, (i, j) in zip(corners, ((0, 0), (0, 1), (1, 0), (1, 1)), strict=True):
+        term = v.double().mul_(wr[i][:, None]).mul_(wc[j][:, None])
+        out = term if out is None else out.add_(term)
     return out.to(torch.float32)
-
-
-def _fold(i: torch.Tensor) -> torch.Tensor:
-    """``i`` for ``i >= 0``, ``-i - 1`` below (two's complement: ``i ^ (i >> 63)``)."""
-    return i ^ (i >> 63)
 
 
 def _half_sample(i: torch.Tensor, n: int) -> torch.Tensor:
     """Integer index ``i`` reflected into ``[0, n)`` half-sample symmetrically (scipy 'reflect')."""
-    if i.dtype == torch.int64 and _in_range(i, -n, 2 * n - 1):  # one fold each side, ~3x faster
-        return (n - 1) - _fold(_fold(i) - n)
     i = i.remainder(2 * n)
     return torch.where(i >= n, 2 * n - 1 - i, i)
+
+
+REFLECT_101 = Border(_reflect101, lambda n: max(1, 2 * n - 2))  # OpenCV BORDER_REFLECT_101
+HALF_SAMPLE = Border(_half_sample, lambda n: 2 * n)  # scipy.ndimage mode 'reflect'
 
 
 def elastic_apply(
