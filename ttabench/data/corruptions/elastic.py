@@ -66,7 +66,7 @@ def _invert_affine(m: torch.Tensor) -> torch.Tensor:
 
 def warp_affine(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     """``cv2.warpAffine(x, M, (w, h), borderMode=BORDER_REFLECT_101)`` of float32 (B, C, H, W)."""
-    b, c, h, w = x.shape
+    h, w = x.shape[-2:]
     inv = _invert_affine(m.to(x.device))[:, :, None, None]  # (B, 6, 1, 1)
     scale = float(1 << _AB_BITS)
     ys = torch.arange(h, dtype=torch.float64, device=x.device)[None, :, None]
@@ -167,7 +167,7 @@ def map_coordinates_reflect(
     x: float32 (B, C, H, W); rows, cols: float64 (B, H, W). Interpolates in float64 in scipy's
     order (neighbours row-major, each term ``(value * w_row) * w_col``) and rounds to float32.
     """
-    b, c, h, w = x.shape
+    h, w = x.shape[-2:]
     rr, cc = _reflect_coordinate(rows, h), _reflect_coordinate(cols, w)
     r0, c0 = torch.floor(rr), torch.floor(cc)
     tr, tc = rr - r0, cc - c0

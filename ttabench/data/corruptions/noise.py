@@ -6,9 +6,8 @@ clips to [0, 1] and truncates ``* 255`` to uint8. The originals draw from numpy'
 without a seed, so only the distribution can be matched, not the pixels; these draws come from
 the caller's ``torch.Generator`` instead, chosen for speed where the law stays the same:
 
-* gaussian and speckle: float32 standard normals (torch's vectorised sampler, 5x faster than
-  float64 on the CPU), scaled and added in float64; their 24-bit uniforms stop ``|z|`` at 5.8
-  on the CPU (a tail of probability 8e-9; ~6.7 on CUDA).
+* gaussian and speckle: float32 standard normals (``RandomSource.normal``), scaled and added
+  in float64.
 * shot: inputs are bytes, so ``x * lam`` takes 256 values; each has an alias table of its
   Poisson law (Walker 1977, built as Vose 1991), sampled with one float64 uniform per element.
   ``torch.poisson`` runs a scalar rejection loop per element and was the slowest corruption.
@@ -32,7 +31,7 @@ from .registry import register
 def gaussian_noise(images: torch.Tensor, std: float, rng: RandomSource) -> torch.Tensor:
     """Additive white noise: ``x + N(0, std**2)`` per pixel and channel."""
     x = to_unit(images)
-    return to_uint8(x + rng.normal(x.shape, std=std, draw=torch.float32))
+    return to_uint8(x + rng.normal(x.shape, std=std))
 
 
 @register("shot_noise", random=True)
@@ -65,7 +64,7 @@ def impulse_noise(images: torch.Tensor, amount: float, rng: RandomSource) -> tor
 def speckle_noise(images: torch.Tensor, std: float, rng: RandomSource) -> torch.Tensor:
     """Multiplicative noise: ``x + x * N(0, std**2)``."""
     x = to_unit(images)
-    return to_uint8(x + x * rng.normal(x.shape, std=std, draw=torch.float32))
+    return to_uint8(x + x * rng.normal(x.shape, std=std))
 
 
 def poisson_support(lam: float) -> int:
