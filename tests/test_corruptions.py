@@ -16,6 +16,7 @@ import importlib.util
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from scipy import stats
 
 from ttabench.data.corruptions import (
@@ -29,6 +30,7 @@ from ttabench.data.corruptions import (
     blur,
     corrupt,
     frost,
+    ops,
     reference,
     sample_generators,
     weather,
@@ -373,6 +375,31 @@ def test_fft_size_is_the_next_5_smooth_length():
     for n in range(1, 400):
         assert fft_size(n) == next(m for m in range(n, 2 * n + 1) if smooth(m))
     assert fft_size(238) == 240  # 224 px + 2 * 7 (defocus sev 3): 238 = 2 * 7 * 17 is slow
+
+
+def test_zoom_depends_on_its_geometry_only():
+    """zoom_blur computes one zoom per run of factors sharing a crop and size: they must agree."""
+    x = torch.from_numpy(natural_images(2, 32, seed=3)).permute(0, 3, 1, 2).float() / 255
+    factors = zoom_factors(*TABLES["zoom_blur"]["cifar"][2]).tolist()
+    runs: dict = {}
+    for z in factors:
+        runs.setdefault(ops.zoom_geometry(32, 32, z), []).append(z)
+    assert len(runs) == 9 and ops.zoom_geometry(32, 32, 1.0) == (32, 32, 32, 32)
+    for zs in runs.values():
+        assert all(torch.equal(ops.clipped_zoom(x, z), ops.clipped_zoom(x, zs[0])) for z in zs)
+    # A crop resized to its own size is the crop, as the float64 interpolation gives it.
+    ch, cw, zh, zw = ops.zoom_geometry(32, 32, 1.01)
+    assert (ch, cw) == (zh, zw) == (32, 32)
+    interpolated = F.interpolate(
+        x.reshape(-1, 1, 32, 32).double(), size=(32, 32), mode="bilinear", align_corners=True
+    )
+    assert torch.equal(ops.clipped_zoom(x, 1.01), interpolated.float().reshape(x.shape))
+
+
+def test_quantum_to_uint8_is_integer_division():
+    q = torch.arange(65536, dtype=torch.float64)
+    expected = torch.div(torch.arange(65536), 257, rounding_mode="floor").to(torch.uint8)
+    assert torch.equal(ops.quantum_to_uint8(q), expected)
 
 
 def test_plasma_is_normalised():

@@ -22,6 +22,7 @@ from .ops import (
     per_chunk,
     to_uint8,
     to_unit,
+    zoom_geometry,
 )
 from .registry import register
 
@@ -264,6 +265,11 @@ def zoom_blur(images: torch.Tensor, param: tuple, rng: RandomSource) -> torch.Te
     # float32 division (checked), so the float32 input is bit-identical.
     x = to_unit(images, torch.float32)
     out = torch.zeros_like(x)
+    geometry, zoomed = None, None
     for z in factors.tolist():
-        out += clipped_zoom(x, z)
+        # Consecutive factors with the same crop and size give the same zoom: computed once,
+        # still added once per factor (the script's float32 running sum).
+        if zoom_geometry(*x.shape[-2:], z) != geometry:
+            geometry, zoomed = zoom_geometry(*x.shape[-2:], z), clipped_zoom(x, z)
+        out += zoomed
     return to_uint8((x + out) / (len(factors) + 1))

@@ -233,23 +233,32 @@ def gaussian_filter(
     return out.view(x.shape)
 
 
+def zoom_geometry(h: int, w: int, zoom: float) -> tuple[int, int, int, int]:
+    """``clipped_zoom``'s centre crop ``(ch, cw)`` and resized size ``(zh, zw)``: all it depends on.
+
+    The crop has ``ceil(size / zoom)`` pixels and is resized to ``round(crop * zoom)``; nearby
+    factors often share them (16 CIFAR severity-3 factors give 9 geometries).
+    """
+    ch, cw = int(np.ceil(h / zoom)), int(np.ceil(w / zoom))
+    return ch, cw, int(round(ch * zoom)), int(round(cw * zoom))
+
+
 def clipped_zoom(x: torch.Tensor, zoom: float) -> torch.Tensor:
     """The scripts' ``clipped_zoom`` on (..., H, W): crop, ``scipy.ndimage.zoom(order=1)``, trim.
 
-    The centre crop has ``ceil(h / zoom)`` pixels and is resized to ``round(crop * zoom)``;
     scipy's order-1 zoom maps corner to corner, i.e. ``align_corners=True`` bilinear
-    interpolation, computed here in float64 like scipy. The script uses the height for both
+    interpolation, computed here in float64 like scipy (a crop resized to its own size is
+    returned as it is: both map every pixel onto itself). The script uses the height for both
     axes; each axis is treated on its own here, which is the same for square images.
     """
     h, w = x.shape[-2:]
-    ch, cw = int(np.ceil(h / zoom)), int(np.ceil(w / zoom))
+    ch, cw, zh, zw = zoom_geometry(h, w, zoom)
     top, left = (h - ch) // 2, (w - cw) // 2
-    crop = x[..., top : top + ch, left : left + cw]
-    zh, zw = int(round(ch * zoom)), int(round(cw * zoom))
-    lead = crop.shape[:-2]
-    flat = crop.reshape(-1, 1, ch, cw).to(torch.float64)
-    out = F.interpolate(flat, size=(zh, zw), mode="bilinear", align_corners=True)
-    out = out.reshape(*lead, zh, zw).to(x.dtype)
+    out = x[..., top : top + ch, left : left + cw]
+    if (zh, zw) != (ch, cw):
+        flat = out.reshape(-1, 1, ch, cw).to(torch.float64)
+        out = F.interpolate(flat, size=(zh, zw), mode="bilinear", align_corners=True)
+        out = out.reshape(*x.shape[:-2], zh, zw).to(x.dtype)
     th, tw = (zh - h) // 2, (zw - w) // 2
     return out[..., th : th + h, tw : tw + w]
 
@@ -293,25 +302,35 @@ def magick_motion_blur(
     b, c, h, w = x.shape
     kernel = magick_motion_kernel(radius, sigma)
     dy, dx = magick_motion_offsets(len(kernel), angles.to(x.device))
-    # Edge virtual pixels = replicate padding. Taps are accumulated in IM's order without fused
-    # multiply-adds; small images gather all images' shifted pixels at once, large ones read a
-    # plain slice per image (offsets differ per image), which is faster there.
+    # Edge virtual pixels = replicate padding (of the uint8 image: 8x less to copy). Taps are
+    # accumulated in IM's order without fused multiply-adds, in place; small images gather all
+    # images' shifted pixels at once, large ones read a plain slice per image (offsets differ
+    # per image), which is faster there.
     pad = int(max(dy.abs().max().item(), dx.abs().max().item()))
-    padded = pad2d(x.to(torch.float64) * 257.0, pad, "nearest")
+    padded = pad2d(x, pad, "nearest").to(torch.float64).mul_(257.0)
     hp, wp = h + 2 * pad, w + 2 * pad
     acc = torch.zeros(b, c, h, w, dtype=torch.float64, device=x.device)
     if h * w <= 64 * 64:
         flat = padded.reshape(b, c, hp * wp)
         base = torch.arange(h, device=x.device)[:, None] * wp + torch.arange(w, device=x.device)
         start = (dy + pad) * wp + (dx + pad)  # (B, width) flat offset of each tap
+        tap = torch.empty(b, c, h * w, dtype=torch.float64, device=x.device)
         for i, k in enumerate(kernel.tolist()):
             index = (base.reshape(1, 1, h * w) + start[:, i, None, None]).expand(b, c, h * w)
-            acc += k * flat.gather(2, index).reshape(b, c, h, w)
+            acc += torch.gather(flat, 2, index, out=tap).mul_(k).view(b, c, h, w)
     else:
         dys, dxs = (dy + pad).tolist(), (dx + pad).tolist()
         for i, k in enumerate(kernel.tolist()):
             for j in range(b):
                 oy, ox = dys[j][i], dxs[j][i]
                 acc[j] += k * padded[j, :, oy : oy + h, ox : ox + w]
-    q = (acc + 0.5).floor_().clamp_(0, 65535)
-    return torch.div(q, 257, rounding_mode="floor").to(torch.uint8)
+    return quantum_to_uint8(acc.add_(0.5).floor_().clamp_(0, 65535))
+
+
+def quantum_to_uint8(q: torch.Tensor) -> torch.Tensor:
+    """``q // 257`` of integer-valued float Q16 quanta 0..65535 (overwrites ``q``), as uint8.
+
+    A multiply instead of a division (3x faster): the +0.5 keeps every ``q / 257`` at least
+    1/514 away from an integer, far beyond the reciprocal's round-off, and the cast truncates.
+    """
+    return q.add_(0.5).mul_(1.0 / 257.0).to(torch.uint8)

@@ -1,0 +1,80 @@
+"""jpeg_compression's two codecs: torchvision's libjpeg-turbo where it is Pillow, else Pillow.
+
+The corruption is Pillow's JPEG round trip. ``digital.torchvision_jpeg_is_pillow`` decides per
+quality whether torchvision's faster C++ loop gives the same file and pixels; these tests hold
+both routes to the per-image Pillow reference and check that a codec which disagrees on the
+probe is not used.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ttabench.data.corruptions import TABLES, corrupt, digital, reference
+
+QUALITIES = sorted(
+    set(TABLES["jpeg_compression"]["cifar"] + TABLES["jpeg_compression"]["imagenet"])
+)
+
+
+def images(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    """Noise on one half, smooth ramps on the other: both kinds of 8 x 8 blocks."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n, 3, h, w), dtype=np.uint8)
+    ramp = np.linspace(0, 255, h * (w // 2)).reshape(h, w // 2).astype(np.uint8)
+    x[..., : w // 2] = ramp
+    return torch.from_numpy(x)
+
+
+def pillow_reference(x: torch.Tensor, quality: int) -> torch.Tensor:
+    out = [reference.jpeg_compression(img, quality) for img in x.permute(0, 2, 3, 1).numpy()]
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
+
+
+@pytest.fixture
+def fresh_probe():
+    digital.torchvision_jpeg_is_pillow.cache_clear()
+    yield
+    digital.torchvision_jpeg_is_pillow.cache_clear()
+
+
+@pytest.mark.parametrize("quality", QUALITIES)
+def test_torchvision_codec_is_pillow_on_this_build(quality):
+    """The fast route is the one this suite exercises (wheels as pinned by ``make install``)."""
+    if not digital.torchvision_jpeg_is_pillow(quality):
+        pytest.skip("this torchvision build's JPEG differs from Pillow's; Pillow is used")
+    x = images(5, 33, 40, seed=quality)  # odd sizes: partial MCUs at the edges
+    assert torch.equal(digital._torchvision_jpeg(x, quality), pillow_reference(x, quality))
+
+
+@pytest.mark.parametrize("quality", [QUALITIES[0], QUALITIES[-1]])
+def test_pillow_route_gives_the_reference(quality, monkeypatch):
+    monkeypatch.setattr(digital, "torchvision_jpeg_is_pillow", lambda q: False)
+    x = images(3, 32, 32, seed=1)
+    assert torch.equal(
+        corrupt(x, "jpeg_compression", 3),
+        pillow_reference(x, TABLES["jpeg_compression"]["cifar"][2]),
+    )
+    assert torch.equal(digital._pillow_jpeg(x, quality), pillow_reference(x, quality))
+
+
+def test_a_codec_that_differs_on_the_probe_is_not_used(monkeypatch, fresh_probe):
+    import torchvision.io
+
+    real = torchvision.io.encode_jpeg
+    monkeypatch.setattr(
+        torchvision.io, "encode_jpeg", lambda x, quality: real(x, quality=quality - 1)
+    )
+    assert not digital.torchvision_jpeg_is_pillow(30)
+    x = images(2, 32, 32)
+    assert torch.equal(
+        corrupt(x, "jpeg_compression", 1),
+        pillow_reference(x, TABLES["jpeg_compression"]["cifar"][0]),
+    )
+
+
+def test_empty_batch_keeps_its_shape():
+    x = torch.zeros(0, 3, 32, 32, dtype=torch.uint8)
+    assert corrupt(x, "jpeg_compression", 2).shape == (0, 3, 32, 32)
