@@ -190,15 +190,19 @@ def glass_index(h: int, w: int, delta: int, offsets: torch.Tensor) -> np.ndarray
     """``glass_shuffle_index`` of batch-first CPU offsets (B, iterations, steps, 2)."""
     b = offsets.shape[0]
     order, stored, position, bounds = glass_waves(h, w, delta)
-    # Each step's flat read offset dy * w + dx, as (iterations, steps in wave order, B).
-    shifts = offsets[..., 1].to(torch.int32) * w + offsets[..., 0]
-    shifts = shifts.permute(1, 2, 0).contiguous().index_select(1, torch.from_numpy(order.copy()))
+    # Each step's flat read offset dy * w + dx, as (iterations, steps in wave order, B); int16
+    # while |dy * w + dx| <= delta * (w + 1) fits (half the traffic), and numpy's transposing
+    # copy, ~4x faster than torch's here.
+    narrow = np.int16 if delta * (w + 1) < 2**15 else np.int32
+    o = offsets.numpy().astype(narrow, copy=False)
+    shifts = o[..., 1] * narrow(w) + o[..., 0]
+    shifts = np.ascontiguousarray(shifts.transpose(1, 2, 0))[:, order]
     dtype = index_dtype(h * w * b)
     stored_d, position_d = stored.astype(dtype), position.astype(dtype)
     batch = np.arange(b, dtype=dtype)
     # index[p * B + image]: the pixel that storage position p of that image reads from.
     index = np.repeat(stored_d, b)
-    for step_shifts in shifts.numpy():
+    for step_shifts in shifts:
         src = stored_d[: len(order), None] + step_shifts.astype(dtype, copy=False)  # read pixels
         read = (position_d[src] * dtype(b) + batch).reshape(-1)
         for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
