@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from ttabench.data.corruptions import TABLES, corrupt, digital, reference
+from ttabench.data.corruptions import (
+    TABLES,
+    corrupt,
+    corruption_fingerprint,
+    corruption_provenance,
+    digital,
+    reference,
+)
 
 QUALITIES = sorted(
     set(TABLES["jpeg_compression"]["cifar"] + TABLES["jpeg_compression"]["imagenet"])
@@ -78,3 +85,9 @@ def test_a_codec_that_differs_on_the_probe_is_not_used(monkeypatch, fresh_probe)
 def test_empty_batch_keeps_its_shape():
     x = torch.zeros(0, 3, 32, 32, dtype=torch.uint8)
     assert corrupt(x, "jpeg_compression", 2).shape == (0, 3, 32, 32)
+
+
+def test_provenance_names_the_codec():
+    record = corruption_provenance(["jpeg_compression", "contrast"])
+    assert "Pillow" in record["jpeg_backend"] and "torchvision" in record["jpeg_backend"]
+    assert corruption_fingerprint("jpeg_compression") and not corruption_fingerprint("contrast")

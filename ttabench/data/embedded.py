@@ -118,7 +118,7 @@ class EmbeddedCorruptions:
 
     def provenance(self) -> dict[str, str]:
         """``source=embedded``, generator fingerprint, profile, seed and seeding, corruption code,
-        and what frost / spatter used (texture files and hash, OpenCV version)."""
+        and what frost / spatter / JPEG used (textures and hash, OpenCV, codec versions)."""
         return {
             "source": "embedded",
             "generator_fingerprint": synthetic.fingerprint(self.seed)[:16],

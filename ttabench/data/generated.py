@@ -177,7 +177,7 @@ class GeneratedCorruptions:
 
     def provenance(self) -> dict[str, str]:
         """``source=generated``, the clean source and its fingerprint, profile, seed, seeding,
-        and what frost / spatter used (texture files and hash, OpenCV version)."""
+        and what frost / spatter / JPEG used (textures and hash, OpenCV, codec versions)."""
         return {
             "source": "generated",
             "clean": self.clean.name,

@@ -91,7 +91,7 @@ def make_c(
         "seed": seed,
         "seeding": "per sample (seed, corruption, severity, index)",
         "corruption_code": corruption_code_hash()[:16],
-        **corruption_provenance(corruptions),  # frost textures, OpenCV version
+        **corruption_provenance(corruptions),  # frost textures, OpenCV, JPEG codec
     }
     _check_record(target / MAKE_C_RECORD, record, overwrite)
     target.mkdir(parents=True, exist_ok=True)

@@ -57,7 +57,7 @@ def sample_generators(
 
 
 def corruption_provenance(names: Iterable[str]) -> dict[str, str]:
-    """What the corruptions ``names`` used beyond this code (frost textures, OpenCV version).
+    """What the corruptions ``names`` used beyond this code (frost textures, OpenCV, JPEG codec).
 
     Raises:
         CorruptionUnavailableError: one of them lacks its optional piece.

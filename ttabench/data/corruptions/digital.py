@@ -179,7 +179,20 @@ def torchvision_jpeg_is_pillow(quality: int) -> bool:
     return same_file and np.array_equal(decoded[0].permute(1, 2, 0).numpy(), pixels)
 
 
-@register("jpeg_compression", random=False)
+def describe_jpeg() -> dict[str, str]:
+    """Provenance: the codec whose bytes jpeg_compression writes (Pillow's libjpeg-turbo)."""
+    import PIL
+    import torchvision
+    from PIL import features
+
+    turbo = features.version_feature("libjpeg_turbo") or "no"
+    return {
+        "jpeg_backend": f"Pillow {PIL.__version__} JPEG (libjpeg-turbo {turbo}); run by "
+        f"torchvision {torchvision.__version__} where it gives the same bytes"
+    }
+
+
+@register("jpeg_compression", random=False, describe=describe_jpeg)
 def jpeg_compression(images: torch.Tensor, quality: int, rng: RandomSource) -> torch.Tensor:
     """Pillow JPEG save at ``quality`` and decode, on the CPU whatever the device of ``images``.
 
