@@ -1,9 +1,10 @@
 """jpeg_compression's two codecs: torchvision's libjpeg-turbo where it is Pillow, else Pillow.
 
 The corruption is Pillow's JPEG round trip. ``digital.torchvision_jpeg_is_pillow`` decides per
-quality whether torchvision's faster C++ loop gives the same file and pixels; these tests hold
-both routes to the per-image Pillow reference and check that a codec which disagrees on the
-probe is not used.
+quality and image size whether torchvision's faster C++ loop gives the same file and pixels;
+these tests hold both routes to the per-image Pillow reference, check that the fast route is
+the one taken where the probe agrees, and that a codec which disagrees on the probe (in its
+file or in its decoded pixels) is not used.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ttabench.data.corruptions import (
 QUALITIES = sorted(
     set(TABLES["jpeg_compression"]["cifar"] + TABLES["jpeg_compression"]["imagenet"])
 )
+CIFAR_SEV3 = TABLES["jpeg_compression"]["cifar"][2]
 
 
 def images(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
@@ -47,39 +49,67 @@ def fresh_probe():
     digital.torchvision_jpeg_is_pillow.cache_clear()
 
 
-@pytest.mark.parametrize("quality", QUALITIES)
-def test_torchvision_codec_is_pillow_on_this_build(quality):
-    """The fast route is the one this suite exercises (wheels as pinned by ``make install``)."""
-    if not digital.torchvision_jpeg_is_pillow(quality):
+def fast_route_or_skip(quality: int, h: int, w: int) -> None:
+    if not digital.torchvision_jpeg_is_pillow(quality, h, w):
         pytest.skip("this torchvision build's JPEG differs from Pillow's; Pillow is used")
-    x = images(5, 33, 40, seed=quality)  # odd sizes: partial MCUs at the edges
+
+
+@pytest.mark.parametrize("quality", QUALITIES)
+def test_torchvision_codec_gives_the_reference(quality):
+    """Odd sizes: partial 16 x 16 MCUs at the edges."""
+    fast_route_or_skip(quality, 33, 40)
+    x = images(5, 33, 40, seed=quality)
     assert torch.equal(digital._torchvision_jpeg(x, quality), pillow_reference(x, quality))
 
 
-@pytest.mark.parametrize("quality", [QUALITIES[0], QUALITIES[-1]])
-def test_pillow_route_gives_the_reference(quality, monkeypatch):
-    monkeypatch.setattr(digital, "torchvision_jpeg_is_pillow", lambda q: False)
+def test_the_fast_route_is_taken_where_the_probe_agrees(monkeypatch):
+    fast_route_or_skip(CIFAR_SEV3, 32, 32)
+
+    def pillow_must_not_run(*args):
+        raise AssertionError("Pillow ran although torchvision gives its bytes")
+
+    monkeypatch.setattr(digital, "_pillow_jpeg", pillow_must_not_run)
+    x = images(4, 32, 32, seed=2)
+    assert torch.equal(corrupt(x, "jpeg_compression", 3), pillow_reference(x, CIFAR_SEV3))
+
+
+def test_pillow_route_gives_the_reference(monkeypatch):
+    monkeypatch.setattr(digital, "torchvision_jpeg_is_pillow", lambda q, h, w: False)
     x = images(3, 32, 32, seed=1)
-    assert torch.equal(
-        corrupt(x, "jpeg_compression", 3),
-        pillow_reference(x, TABLES["jpeg_compression"]["cifar"][2]),
-    )
-    assert torch.equal(digital._pillow_jpeg(x, quality), pillow_reference(x, quality))
+    assert torch.equal(corrupt(x, "jpeg_compression", 3), pillow_reference(x, CIFAR_SEV3))
+    for quality in (QUALITIES[0], QUALITIES[-1]):
+        assert torch.equal(digital._pillow_jpeg(x, quality), pillow_reference(x, quality))
 
 
-def test_a_codec_that_differs_on_the_probe_is_not_used(monkeypatch, fresh_probe):
+def _break_decoder(decoded: list[torch.Tensor]) -> list[torch.Tensor]:
+    out = [d.clone() for d in decoded]
+    out[0][0, 0, 0] ^= 1  # one bit of one pixel
+    return out
+
+
+@pytest.mark.parametrize("fault", ["file", "pixels", "no image ops"])
+def test_a_codec_that_differs_on_the_probe_is_not_used(fault, monkeypatch, fresh_probe):
     import torchvision.io
 
-    real = torchvision.io.encode_jpeg
-    monkeypatch.setattr(
-        torchvision.io, "encode_jpeg", lambda x, quality: real(x, quality=quality - 1)
-    )
-    assert not digital.torchvision_jpeg_is_pillow(30)
+    encode, decode = torchvision.io.encode_jpeg, torchvision.io.decode_jpeg
+    if fault == "file":  # another quantisation table: another file
+        monkeypatch.setattr(
+            torchvision.io, "encode_jpeg", lambda x, quality: encode(x, quality=quality - 1)
+        )
+    elif fault == "pixels":  # same file, another decoder
+        monkeypatch.setattr(
+            torchvision.io, "decode_jpeg", lambda files: _break_decoder(decode(files))
+        )
+    else:  # what torchvision raises when its image extension did not load
+
+        def missing(*args, **kwargs):
+            raise AttributeError("'_OpNamespace' 'image' object has no attribute 'encode_jpeg'")
+
+        monkeypatch.setattr(torchvision.io, "encode_jpeg", missing)
+    assert not digital.torchvision_jpeg_is_pillow(30, 32, 32)
     x = images(2, 32, 32)
-    assert torch.equal(
-        corrupt(x, "jpeg_compression", 1),
-        pillow_reference(x, TABLES["jpeg_compression"]["cifar"][0]),
-    )
+    sev1 = TABLES["jpeg_compression"]["cifar"][0]
+    assert torch.equal(corrupt(x, "jpeg_compression", 1), pillow_reference(x, sev1))
 
 
 def test_empty_batch_keeps_its_shape():

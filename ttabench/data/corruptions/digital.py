@@ -157,22 +157,26 @@ def _torchvision_jpeg(images: torch.Tensor, quality: int) -> torch.Tensor:
 
 
 @cache
-def torchvision_jpeg_is_pillow(quality: int) -> bool:
-    """Whether torchvision's CPU JPEG round trip gives Pillow's file and pixels at ``quality``.
+def torchvision_jpeg_is_pillow(quality: int, height: int, width: int) -> bool:
+    """Whether torchvision's CPU JPEG round trip gives Pillow's file and pixels, for images of
+    this size at ``quality``: checked once on a probe of that size (noise plus gradients).
 
-    Both wheels bundle libjpeg-turbo and use its defaults (4:2:0 chroma, baseline, islow DCT,
-    fancy upsampling), so they agree byte for byte (checked for every table quality on random
-    and smooth 32 and 224 px images) and torchvision's C++ loop is ~3x faster on CIFAR images.
-    A build that differs on this probe (odd size: edge blocks; noise plus gradients) gets Pillow.
+    Both wheels bundle a libjpeg-turbo (their own builds) and use its defaults (4:2:0 chroma,
+    baseline, islow DCT, fancy upsampling); they agree byte for byte on every table quality for
+    random and smooth images from 1 x 1 to 224 x 224, and torchvision's C++ loop is ~3x faster
+    on CIFAR images. A build that differs on the probe, or cannot encode, gets Pillow.
     """
     rng = np.random.default_rng(quality)
-    probe = rng.integers(0, 256, (37, 45, 3), dtype=np.uint8)
-    probe[:, :22] = np.linspace(0, 255, 37 * 22 * 3).reshape(37, 22, 3).astype(np.uint8)
+    probe = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    half = width // 2
+    probe[:, :half] = (
+        np.linspace(0, 255, height * half * 3).reshape(height, half, 3).astype(np.uint8)
+    )
     try:
         files, decoded = _torchvision_round_trip(
             torch.from_numpy(probe).permute(2, 0, 1)[None], quality
         )
-    except (ImportError, RuntimeError):  # no torchvision.io, or built without libjpeg
+    except (ImportError, AttributeError, RuntimeError):  # no torchvision.io or no image ops
         return False
     file, pixels = _pillow_round_trip(probe, quality)
     same_file = bytes(files[0].numpy()) == file
@@ -180,15 +184,15 @@ def torchvision_jpeg_is_pillow(quality: int) -> bool:
 
 
 def describe_jpeg() -> dict[str, str]:
-    """Provenance: the codec whose bytes jpeg_compression writes (Pillow's libjpeg-turbo)."""
+    """Provenance: whose bytes jpeg_compression writes (Pillow's) and what may run it."""
     import PIL
     import torchvision
     from PIL import features
 
     turbo = features.version_feature("libjpeg_turbo") or "no"
     return {
-        "jpeg_backend": f"Pillow {PIL.__version__} JPEG (libjpeg-turbo {turbo}); run by "
-        f"torchvision {torchvision.__version__} where it gives the same bytes"
+        "jpeg_backend": f"Pillow {PIL.__version__} JPEG (libjpeg-turbo {turbo}) bytes; encoded "
+        f"by torchvision {torchvision.__version__}'s libjpeg-turbo where a probe gives them"
     }
 
 
@@ -203,7 +207,7 @@ def jpeg_compression(images: torch.Tensor, quality: int, rng: RandomSource) -> t
     """
     quality = int(quality)
     cpu = images.cpu().contiguous()
-    if cpu.shape[1] == 3 and torchvision_jpeg_is_pillow(quality):
+    if cpu.shape[1] == 3 and torchvision_jpeg_is_pillow(quality, *cpu.shape[-2:]):
         out = _torchvision_jpeg(cpu, quality)
     else:
         out = _pillow_jpeg(cpu, quality)
