@@ -273,7 +273,7 @@ def zoom_blur(images: torch.Tensor, param: tuple, rng: RandomSource) -> torch.Te
     for z in factors.tolist():
         # Consecutive factors with the same crop and size give the same zoom: computed once,
         # still added once per factor (the script's float32 running sum).
-        if zoom_geometry(*x.shape[-2:], z) != geometry:
-            geometry, zoomed = zoom_geometry(*x.shape[-2:], z), clipped_zoom(x, z)
+        if (shape := zoom_geometry(*x.shape[-2:], z)) != geometry:
+            geometry, zoomed = shape, clipped_zoom(x, z)
         out += zoomed
     return to_uint8((x + out) / (len(factors) + 1))

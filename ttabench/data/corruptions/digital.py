@@ -3,8 +3,9 @@
 From "Benchmarking Neural Network Robustness to Common Corruptions and Perturbations"
 (``make_cifar_c.py``, ``make_imagenet_c.py``). pixelate and jpeg_compression return PIL images
 in the originals (exact uint8, no truncation step); pixelate is rebuilt bit-exactly from
-Pillow's fixed-point BOX resampler, JPEG is Pillow itself. elastic_transform lives in
-``elastic.py``, spatter (grouped with the weather ones) in ``spatter.py``.
+Pillow's fixed-point BOX resampler, JPEG is Pillow's codec (run by torchvision's libjpeg-turbo
+where a probe shows the same bytes). elastic_transform lives in ``elastic.py``, spatter
+(grouped with the weather ones) in ``spatter.py``.
 """
 
 from __future__ import annotations

@@ -330,7 +330,8 @@ def magick_motion_blur(
 def quantum_to_uint8(q: torch.Tensor) -> torch.Tensor:
     """``q // 257`` of integer-valued float Q16 quanta 0..65535 (overwrites ``q``), as uint8.
 
-    A multiply instead of a division (3x faster): the +0.5 keeps every ``q / 257`` at least
-    1/514 away from an integer, far beyond the reciprocal's round-off, and the cast truncates.
+    A multiply instead of a division (~5x faster on the CPU): the +0.5 keeps every ``q / 257``
+    at least 1/514 away from an integer, far beyond the reciprocal's round-off, and the cast
+    truncates.
     """
     return q.add_(0.5).mul_(1.0 / 257.0).to(torch.uint8)
