@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import torch
 
-from .ops import RandomSource, gaussian_filter, to_uint8, to_unit
+from .ops import RandomSource, fold_index, gaussian_filter, to_uint8, to_unit
 from .registry import register
 
 _AB_BITS, _INTER_BITS = 10, 5  # OpenCV imgwarp.cpp fixed-point precision
@@ -90,10 +90,14 @@ def warp_affine(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
 
 
 class Border(NamedTuple):
-    """A border mode: ``fold(index, n)`` maps any integer index into ``[0, n)``, periodically."""
+    """A periodic extension mode of ``ops.fold_index`` and its period for a length ``n``."""
 
-    fold: Callable[[torch.Tensor, int], torch.Tensor]
+    mode: str
     period: Callable[[int], int]
+
+    def fold(self, i: torch.Tensor, n: int) -> torch.Tensor:
+        """Any integer index ``i`` mapped into ``[0, n)``."""
+        return fold_index(i, n, self.mode)
 
 
 def neighbours(
@@ -136,14 +140,6 @@ def _in_range(i: torch.Tensor, low: int, high: int) -> bool:
     return bool(((i.amin() >= low) & (i.amax() <= high)).item())
 
 
-def _reflect101(i: torch.Tensor, n: int) -> torch.Tensor:
-    """Integer index ``i`` reflected into ``[0, n)`` like OpenCV BORDER_REFLECT_101."""
-    if n == 1:
-        return torch.zeros_like(i)
-    i = i.remainder(2 * n - 2)
-    return torch.where(i >= n, 2 * n - 2 - i, i)
-
-
 def _reflect_coordinate(c: torch.Tensor, n: int) -> torch.Tensor:
     """scipy's ``map_coordinate`` for mode 'reflect' (half-sample symmetric)."""
     if n <= 1:
@@ -180,14 +176,8 @@ def map_coordinates_reflect(
     return out.to(torch.float32)
 
 
-def _half_sample(i: torch.Tensor, n: int) -> torch.Tensor:
-    """Integer index ``i`` reflected into ``[0, n)`` half-sample symmetrically (scipy 'reflect')."""
-    i = i.remainder(2 * n)
-    return torch.where(i >= n, 2 * n - 1 - i, i)
-
-
-REFLECT_101 = Border(_reflect101, lambda n: max(1, 2 * n - 2))  # OpenCV BORDER_REFLECT_101
-HALF_SAMPLE = Border(_half_sample, lambda n: 2 * n)  # scipy.ndimage mode 'reflect'
+REFLECT_101 = Border("mirror", lambda n: max(1, 2 * n - 2))  # OpenCV BORDER_REFLECT_101
+HALF_SAMPLE = Border("reflect", lambda n: 2 * n)  # scipy.ndimage mode 'reflect'
 
 
 def elastic_apply(

@@ -154,16 +154,13 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return (x.clamp(0, 1) * 255).floor_().to(torch.uint8)
 
 
-def extension_index(
-    n: int, before: int, after: int, mode: str, device: torch.device
-) -> torch.Tensor:
-    """Source indices of a 1-D signal of length ``n`` padded by ``before``/``after`` samples.
+def fold_index(i: torch.Tensor, n: int, mode: str) -> torch.Tensor:
+    """Integer indices ``i`` of any range mapped into ``[0, n)`` by an extension ``mode``.
 
     Modes use scipy.ndimage names: ``nearest`` (edge repeat, OpenCV BORDER_REPLICATE),
     ``reflect`` (half-sample symmetric ``dcba|abcd|dcba``), ``mirror`` (whole-sample
-    ``dcb|abcd|cba``, OpenCV BORDER_REFLECT_101). Any pad width works, also wider than ``n``.
+    ``dcb|abcd|cba``, OpenCV BORDER_REFLECT_101); the last two are periodic.
     """
-    i = torch.arange(-before, n + after, device=device)
     if mode == "nearest" or n == 1:
         return i.clamp(0, n - 1)
     if mode == "reflect":
@@ -173,6 +170,14 @@ def extension_index(
         i = i.remainder(2 * n - 2)
         return torch.where(i >= n, 2 * n - 2 - i, i)
     raise ValueError(f"unknown extension mode {mode!r}")
+
+
+def extension_index(
+    n: int, before: int, after: int, mode: str, device: torch.device
+) -> torch.Tensor:
+    """Source indices of a 1-D signal of length ``n`` padded by ``before``/``after`` samples
+    (``fold_index`` of ``-before .. n + after - 1``; any pad width, also wider than ``n``)."""
+    return fold_index(torch.arange(-before, n + after, device=device), n, mode)
 
 
 def pad2d(x: torch.Tensor, radius: int, mode: str) -> torch.Tensor:
