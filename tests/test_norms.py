@@ -249,6 +249,23 @@ def test_unmix_one_update_against_a_hand_computed_example():
     assert torch.allclose(layer.component_var, torch.tensor(var), atol=1e-6)
 
 
+def test_unmix_mixture_mean_moves_by_lambda_over_k_whatever_the_assignments():
+    """sum_k p_bk = 1, so mean_k mu_k moves by lambda / K (mean_b m_b - mean_b sum_k p_bk mu_k)
+    per batch: the time constant K / lambda that results/README.md quotes for slow i.i.d.
+    convergence. A responsibility-normalised update (dividing by sum_b p_bk) breaks it."""
+    layer = UnMixNorm(num_components=8, seed=3, update_rate=0.3).apply(nn.Sequential(make_bn(5)))
+    layer = layer[0]
+    x = 2.0 + torch.randn(32, 5, 6, 6, generator=torch.Generator().manual_seed(4))
+    mu = layer.component_mean.double().clone()
+    m = x.double().mean((2, 3))
+    p = torch.softmax(F.normalize(m, dim=1) @ F.normalize(mu, dim=1).T / layer.tau, dim=1)
+    assert p.max(1).values.min() < 0.99 and p.mean(0).max() > 1.5 / 8  # soft and unbalanced
+    layer(x)
+    moved = layer.component_mean.double().mean(0) - mu.mean(0)
+    expected = 0.3 / 8 * (m.mean(0) - (p @ mu).mean(0))
+    assert torch.allclose(moved, expected, atol=1e-5)
+
+
 def test_unmix_k1_starts_from_the_source_stats_and_normalises_per_instance():
     bn = make_bn(3)
     layer = UnMixNorm(num_components=1).apply(nn.Sequential(bn))[0]

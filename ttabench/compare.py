@@ -6,6 +6,7 @@ error % as mean +- std over seeds with the best per column marked (bold in Markd
 difference. Only complete runs are tabulated; incomplete and failed runs are listed underneath,
 and cells whose runs saw different streams are flagged instead of averaged (the rules are in
 :mod:`ttabench.tables`). ``--format csv`` writes the tidy cells (one line per cell) instead.
+``--parts P`` tabulates error by position within each domain (:mod:`ttabench.progress`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ttabench.progress import POSITION, by_position
 from ttabench.results import ALL, collect
 from ttabench.tables import CHOICES, Table, build, select, side_by_side
 
@@ -26,7 +28,8 @@ EXAMPLES = """examples:
   ttabench compare outputs/sweeps/grid --columns stream --format markdown
   ttabench compare outputs/sweeps/grid --rows method,stream --columns delta --where batch_size=64
   ttabench compare outputs/new --against results/summaries.csv.gz --labels new,ref
-  ttabench compare results/summaries.csv.gz --format latex --order method=source,bn"""
+  ttabench compare results/summaries.csv.gz --format latex --order method=source,bn
+  ttabench compare outputs/sweeps/grid --parts 4 --rows method,stream  # by domain quarter"""
 
 
 def cell_text(mean: float, std: float, n: int, flag: str, digits: int, full: int) -> str:
@@ -140,7 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories, or CSVs")
     parser.add_argument("--rows", default="method", help="comma-separated row keys [method]")
-    parser.add_argument("--columns", default="domain", help="column key [domain]")
+    parser.add_argument("--columns", help="column key [domain; position with --parts]")
     parser.add_argument("--domain", default=ALL, help="summary row used unless domain is a key")
     add = parser.add_argument
     add("--where", action="append", default=[], metavar="KEY=V[,V]", help="keep only these")
@@ -149,6 +152,13 @@ def _parser() -> argparse.ArgumentParser:
     add("--labels", default="A,B", help="names of the two result sets with --against [A,B]")
     add("--format", choices=FORMATS, default="table")
     add("--digits", type=int, default=1, help="decimals [1]")
+    add(
+        "--parts",
+        type=int,
+        metavar="P",
+        help="error by position: cut every domain visit's batches into P equal parts and "
+        "tabulate part 1..P (key `position`; reads each run's online.csv)",
+    )
     return parser
 
 
@@ -157,21 +167,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         where, order = key_values(args.where, "--where"), key_values(args.order, "--order")
         runs = select(collect(args.dirs), where)
-        spec = {"rows": args.rows.split(","), "column": args.columns, "domain": args.domain}
+        parts = args.parts is not None
+        column = args.columns or (POSITION if parts else "domain")
+        spec = {"rows": args.rows.split(","), "column": column, "domain": args.domain}
         if args.against:
             other = select(collect(args.against), where)
             labels = args.labels.split(",")
             if len(labels) != 2:
                 raise ValueError("--labels: two names, e.g. --labels new,ref")
-            table = side_by_side(runs, other, labels, order=order, **spec)
+            table = side_by_side(
+                _rows(runs, args.parts), _rows(other, args.parts), labels, order=order, **spec
+            )
             pending = pd.concat([runs, other])
         else:
-            table, pending = build(runs, order=order, **spec), runs
+            table, pending = build(_rows(runs, args.parts), order=order, **spec), runs
     except (FileNotFoundError, KeyError, ValueError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) else exc
         print(f"ttabench compare: error: {message}", file=sys.stderr)
         return 2
     notes = [*table.notes, *unfinished(pending)]
+    if parts:
+        what = f"the k-th of {args.parts} equal parts of the batches of every domain visit"
+        notes.insert(0, f"{POSITION} k: {what}")
     if args.format == "csv":
         print(render(table, "csv", args.digits), end="")
         for note in notes:
@@ -185,6 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     for note in notes:
         print(f"{prefix}{'- ' if args.format == 'markdown' else ''}{note}")
     return 0
+
+
+def _rows(runs: pd.DataFrame, parts: int | None) -> pd.DataFrame:
+    """The rows a table is built from: the summaries, or with ``--parts`` rows by position."""
+    return runs if parts is None else by_position(runs, parts)
 
 
 def unfinished(runs: pd.DataFrame) -> list[str]:
