@@ -6,7 +6,7 @@ error % as mean +- std over seeds with the best per column marked (bold in Markd
 difference. Only complete runs are tabulated; incomplete and failed runs are listed underneath,
 and cells whose runs saw different streams are flagged instead of averaged (the rules are in
 :mod:`ttabench.tables`). ``--format csv`` writes the tidy cells (one line per cell) instead.
-``--parts P`` tabulates error by position within each domain (:mod:`ttabench.progress`).
+``--parts P`` tabulates error by part of each domain visit (:mod:`ttabench.progress`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ttabench.progress import POSITION, by_position
+from ttabench.progress import PART, by_part
 from ttabench.results import ALL, collect
 from ttabench.tables import CHOICES, Table, build, select, side_by_side
 
@@ -143,7 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories, or CSVs")
     parser.add_argument("--rows", default="method", help="comma-separated row keys [method]")
-    parser.add_argument("--columns", help="column key [domain; position with --parts]")
+    parser.add_argument("--columns", help="column key [domain; part with --parts]")
     parser.add_argument("--domain", default=ALL, help="summary row used unless domain is a key")
     add = parser.add_argument
     add("--where", action="append", default=[], metavar="KEY=V[,V]", help="keep only these")
@@ -156,8 +156,8 @@ def _parser() -> argparse.ArgumentParser:
         "--parts",
         type=int,
         metavar="P",
-        help="error by position: cut every domain visit's batches into P equal parts and "
-        "tabulate part 1..P (key `position`; reads each run's online.csv)",
+        help="error by part of each domain: cut every domain visit's batches into P equal "
+        "parts and tabulate part 1..P (key `part`; reads each run's online.csv)",
     )
     return parser
 
@@ -166,29 +166,30 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         where, order = key_values(args.where, "--where"), key_values(args.order, "--order")
-        runs = select(collect(args.dirs), where)
-        parts = args.parts is not None
-        column = args.columns or (POSITION if parts else "domain")
+        parted = args.parts is not None
+        column = args.columns or (PART if parted else "domain")
         spec = {"rows": args.rows.split(","), "column": column, "domain": args.domain}
+        found = collect(args.dirs)
+        runs = select(_rows(found, args.parts), where)
         if args.against:
-            other = select(collect(args.against), where)
+            other_found = collect(args.against)
+            other = select(_rows(other_found, args.parts), where)
             labels = args.labels.split(",")
             if len(labels) != 2:
                 raise ValueError("--labels: two names, e.g. --labels new,ref")
-            table = side_by_side(
-                _rows(runs, args.parts), _rows(other, args.parts), labels, order=order, **spec
-            )
-            pending = pd.concat([runs, other])
+            table = side_by_side(runs, other, labels, order=order, **spec)
+            found = pd.concat([found, other_found])
         else:
-            table, pending = build(_rows(runs, args.parts), order=order, **spec), runs
+            table = build(runs, order=order, **spec)
+        pending = select(found, {k: v for k, v in where.items() if k != PART})
     except (FileNotFoundError, KeyError, ValueError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) else exc
         print(f"ttabench compare: error: {message}", file=sys.stderr)
         return 2
     notes = [*table.notes, *unfinished(pending)]
-    if parts:
+    if parted:
         what = f"the k-th of {args.parts} equal parts of the batches of every domain visit"
-        notes.insert(0, f"{POSITION} k: {what}")
+        notes.insert(0, f"{PART} k: {what}")
     if args.format == "csv":
         print(render(table, "csv", args.digits), end="")
         for note in notes:
@@ -205,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _rows(runs: pd.DataFrame, parts: int | None) -> pd.DataFrame:
-    """The rows a table is built from: the summaries, or with ``--parts`` rows by position."""
-    return runs if parts is None else by_position(runs, parts)
+    """The rows a table is built from: the summaries, or with ``--parts`` rows by part."""
+    return runs if parts is None else by_part(runs, parts)
 
 
 def unfinished(runs: pd.DataFrame) -> list[str]:

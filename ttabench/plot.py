@@ -26,7 +26,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ttabench.compare import key_values
-from ttabench.results import ALL, collect
+from ttabench.results import ALL, collect, domain_visits
 from ttabench.tables import configurations, order_of, select
 
 KINDS = ("online", "delta", "corruption")
@@ -63,12 +63,12 @@ def domain_segments(online: pd.DataFrame) -> list[tuple[int, int, str]]:
     A stream whose batches change domain far more often than it has domains (pooled domains)
     has no boundaries worth drawing.
     """
-    seen = np.concatenate([[0], np.cumsum(online["n"].to_numpy())])
-    names = (online["domain"].astype(str) + ":" + online["severity"].astype(str)).to_numpy()
-    change = np.flatnonzero(names[1:] != names[:-1]) + 1
-    starts, ends = np.concatenate([[0], change]), np.concatenate([change, [len(names)]])
-    if "mixed" in set(online["domain"]) or len(starts) > 3 * len(set(names)):
+    visits = domain_visits(online)
+    if visits is None or not len(visits):
         return []
+    seen = np.concatenate([[0], np.cumsum(online["n"].to_numpy())])
+    change = np.flatnonzero(np.diff(visits)) + 1
+    starts, ends = np.concatenate([[0], change]), np.concatenate([change, [len(visits)]])
     return [(seen[a], seen[b], online["domain"].iloc[a]) for a, b in zip(starts, ends, strict=True)]
 
 

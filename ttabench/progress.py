@@ -1,34 +1,35 @@
-"""Error by position within each domain: how fast a method adapts after a domain shift.
+"""Error by part of each domain: how fast a method adapts after a domain shift.
 
 A method that converges slowly (UnMix-TNS's components, EMA statistics with a small momentum)
 and one that is right from the first batch can have the same error over a whole domain and
 differ completely in how they get there. ``summary.csv`` cannot tell them apart; the batches of
-``online.csv`` can. Each *visit* to a domain (consecutive batches with the same corruption and
-severity) is cut into ``parts`` equal runs of batches, and part k of every visit is pooled: per
-domain, and over the whole stream (``all``).
+``online.csv`` can. Each *visit* to a domain (consecutive batches of one corruption and
+severity, :func:`ttabench.results.domain_visits`) is cut into ``parts`` equal runs of batches,
+and part k of every visit is pooled: per domain, and over the whole stream (``all``). A visit
+shorter than ``parts`` batches spreads its batches over the parts (2 batches of 4 parts: 1, 3).
+A pooled stream (``mixed``) is one visit: its changes of domain are sampling, not shifts.
 
 The result has the shape of collected summary rows (the run's configuration columns,
-``domain``, ``severity``, ``n``, ``correct``, ``error``) plus ``position`` (1..parts), so
+``domain``, ``severity``, ``n``, ``correct``, ``error``) plus ``part`` (1..parts), so
 :func:`ttabench.tables.build` groups, averages over seeds and checks streams exactly as it does
-for summaries (``ttabench compare DIR --parts 4``). Under ``mixed`` streams batches span domains
-(``domain=mixed``), so the whole stream is one visit.
+for summaries (``ttabench compare DIR --parts 4``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from ttabench.results import ALL, STAT_COLUMNS
+from ttabench.results import ALL, ROW_COLUMNS, domain_visits
 
-POSITION = "position"
+PART = "part"
 _DIRECTORIES = "give run or sweep directories, not a combined CSV such as results/summaries.csv.gz"
-_PER_ROW = ("domain", "severity", "n", "correct", "error", "nonfinite", *STAT_COLUMNS)
 
 
-def by_position(runs: pd.DataFrame, parts: int) -> pd.DataFrame:
-    """Summary-like rows by ``position`` for every complete run of ``runs`` (from ``collect``).
+def by_part(runs: pd.DataFrame, parts: int) -> pd.DataFrame:
+    """Summary-like rows by ``part`` for every complete run of ``runs`` (from ``collect``).
 
     Raises:
         ValueError: ``parts`` < 1, or no complete run.
@@ -37,19 +38,18 @@ def by_position(runs: pd.DataFrame, parts: int) -> pd.DataFrame:
     """
     if parts < 1:
         raise ValueError(f"--parts must be >= 1, got {parts}")
-    complete = runs[runs["status"] == "complete"]
+    complete = runs[(runs["status"] == "complete") & (runs["domain"] == ALL)]
     if "run_dir" not in complete:
         raise ValueError(f"--parts reads every run's online.csv: {_DIRECTORIES}")
-    frames = [
-        _positions(Path(run_dir), rows[rows["domain"] == ALL].iloc[0], parts)
-        for run_dir, rows in complete.groupby("run_dir", sort=False)
-    ]
-    if not frames:
+    if complete.empty:
         raise ValueError("no complete run matches")
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(
+        [_parts(Path(row["run_dir"]), row, parts) for _, row in complete.iterrows()],
+        ignore_index=True,
+    )
 
 
-def _positions(run_dir: Path, config: pd.Series, parts: int) -> pd.DataFrame:
+def _parts(run_dir: Path, config: pd.Series, parts: int) -> pd.DataFrame:
     """One run's rows: ``n``/``correct`` summed over part k of every visit, per domain and all."""
     path = run_dir / "online.csv"
     if not path.is_file():
@@ -57,17 +57,15 @@ def _positions(run_dir: Path, config: pd.Series, parts: int) -> pd.DataFrame:
             f"{path} not found: --parts reads every run's online.csv: {_DIRECTORIES}"
         )
     online = pd.read_csv(path, keep_default_na=False, dtype={"domain": str, "severity": str})
-    key = online[["domain", "severity"]]
-    visit = (key != key.shift()).any(axis=1).cumsum()
-    rank, size = online.groupby(visit).cumcount(), online.groupby(visit)["n"].transform("size")
-    online[POSITION] = rank * parts // size + 1
+    visits = domain_visits(online)
+    visit = pd.Series(np.zeros(len(online), int) if visits is None else visits)
+    rank = visit.groupby(visit).cumcount()
+    length = visit.map(visit.value_counts())
+    online[PART] = rank * parts // length + 1
     counts = ["n", "correct"]
-    per_domain = online.groupby(["domain", "severity", POSITION], sort=False)[counts].sum()
-    overall = online.groupby(POSITION)[counts].sum().assign(domain=ALL)
-    rows = pd.concat(
-        [per_domain.reset_index(), overall.reset_index().assign(severity=config["severity"])],
-        ignore_index=True,
-    )
+    per_domain = online.groupby(["domain", "severity", PART], sort=False)[counts].sum()
+    overall = online.groupby(PART)[counts].sum().assign(domain=ALL, severity=config["severity"])
+    rows = pd.concat([per_domain.reset_index(), overall.reset_index()], ignore_index=True)
     rows["error"] = 100.0 * (1.0 - rows["correct"] / rows["n"])
-    shared = config.drop([c for c in _PER_ROW if c in config.index])
+    shared = config.drop([c for c in ROW_COLUMNS if c in config.index])
     return rows.assign(**shared.to_dict())

@@ -77,6 +77,21 @@ def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
+#: The columns of a summary row that describe that row's samples; the rest say what ran.
+ROW_COLUMNS = ("domain", "severity", "n", "correct", "error", *STAT_COLUMNS, "nonfinite")
+
+
+def domain_visits(online: pd.DataFrame) -> np.ndarray | None:
+    """Visit number of every batch of an ``online.csv``: consecutive batches of one (corruption,
+    severity) are one visit. None for a pooled stream (a batch spanning domains, or far more
+    changes of domain than domains): there its changes of domain are sampling, not shifts."""
+    names = (online["domain"].astype(str) + ":" + online["severity"].astype(str)).to_numpy()
+    visits = np.concatenate([[0], np.cumsum(names[1:] != names[:-1])])[: len(names)]
+    if "mixed" in set(online["domain"]) or len(names) and visits[-1] >= 3 * len(set(names)):
+        return None
+    return visits
+
+
 def summarize(
     domain_names: Sequence[str],
     severities: Sequence[int],

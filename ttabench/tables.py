@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ttabench.data.corruptions.tables import ALL_CORRUPTIONS
+from ttabench.progress import PART
 from ttabench.results import ALL, PARAM_GROUPS
 
 CHOICES = ("model", "dataset", "stream", "norm", "method")
@@ -106,7 +107,7 @@ def build(
     if data.empty:
         raise ValueError("no complete run matches")
     asked, rows = list(rows), list(rows)
-    for key in [*CHOICES, "batch_size", "severity"]:
+    for key in [*CHOICES, "batch_size", "severity", PART]:
         if key in data and key not in [*rows, column] and _varies(data, [*rows, column], key):
             rows.append(key)
     sort = {}
