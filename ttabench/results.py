@@ -87,7 +87,8 @@ def domain_visits(online: pd.DataFrame) -> np.ndarray | None:
     changes of domain than domains): there its changes of domain are sampling, not shifts."""
     names = (online["domain"].astype(str) + ":" + online["severity"].astype(str)).to_numpy()
     visits = np.concatenate([[0], np.cumsum(names[1:] != names[:-1])])[: len(names)]
-    if "mixed" in set(online["domain"]) or len(names) and visits[-1] >= 3 * len(set(names)):
+    pooled = len(names) > 0 and visits[-1] >= 3 * len(set(names))
+    if pooled or "mixed" in set(online["domain"]):
         return None
     return visits
 
