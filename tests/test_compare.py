@@ -203,6 +203,23 @@ def test_bad_keys_are_errors_that_list_the_valid_ones(tmp_path, capsys):
     assert code == 2 and "unknown key 'nope'" in err and "method" in err
     code, _, err = compare(capsys, tmp_path / "missing")
     assert code == 2 and "no summary.csv" in err
+    code, _, err = compare(capsys, tmp_path, "--rows", "method,domain")
+    assert code == 2 and "'domain' is both a row key and the column key" in err
+
+
+def test_side_by_side_pairs_runs_when_only_one_set_has_a_knob(tmp_path, capsys):
+    """The reference set also holds an alpha run, so its unmix runs read norm.unbiased as ""
+    (collect); the new set has no such column at all. The unmix runs still pair up."""
+    write_run(tmp_path / "new", method="unmix", errors={"fog": 30.0})
+    write_run(tmp_path / "ref", method="unmix", errors={"fog": 40.0})
+    alpha = write_run(tmp_path / "ref", method="alpha", errors={"fog": 50.0})
+    summary = pd.read_csv(alpha / "summary.csv", keep_default_na=False)
+    summary.assign(norm_params="alpha=0.1;unbiased=False").to_csv(alpha / "summary.csv")
+    args = [tmp_path / "new", "--against", tmp_path / "ref", "--format", "csv"]
+    code, out, _ = compare(capsys, *args, "--where", "method=unmix")
+    cells = pd.read_csv(io.StringIO(out))
+    assert code == 0 and "norm.unbiased" not in cells
+    assert cells.loc[cells["set"] == "Δ", "mean"].tolist() == pytest.approx([-10.0, -10.0])
 
 
 def test_runs_of_different_models_are_never_averaged_as_seeds(tmp_path, capsys):

@@ -100,6 +100,11 @@ def build(
     ``runs`` may carry a ``set`` column (two result sets: see :func:`side_by_side`). Unless
     ``domain`` is a row or column key, only the summary rows of ``domain`` (``all``) are used.
     """
+    if column in rows:
+        raise ValueError(
+            f"{column!r} is both a row key and the column key: choose another column "
+            f"(--columns) or drop it from --rows"
+        )
     data = runs[runs["status"] == "complete"].copy()
     data = data.rename(columns={resolve_key(data, k): k for k in [*rows, column]})
     if "domain" not in [*rows, column]:
@@ -145,6 +150,8 @@ def side_by_side(a: pd.DataFrame, b: pd.DataFrame, labels: Sequence[str], **kw) 
     A and B saw different streams for one configuration and stream seed.
     """
     both = pd.concat([a.assign(set=labels[0]), b.assign(set=labels[1])], ignore_index=True)
+    knobs = [c for c in both if _is_knob(c)]  # a knob one set lacks reads "" there, as in collect
+    both[knobs] = both[knobs].fillna("")
     table = build(both, **kw)
     keys = [*table.rows, table.column]
     cells = table.cells.set_index([*keys, "set"])
