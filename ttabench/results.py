@@ -31,10 +31,26 @@ ONLINE_COLUMNS = (
     "label_entropy",
     "n_domains",
     "nonfinite",
+    "forwards",
+    "backwards",
+    "nonfinite_loss",
+    "recoveries",
     "seconds",
 )
 STAT_COLUMNS = ("n_classes", "majority_frac", "label_entropy")
 TIMING_COLUMNS = ("seconds",)
+#: Per-row cost of a summary row (from the batches that hold its samples), and of the whole run.
+COST_COLUMNS = (
+    "forwards_per_sample",
+    "backwards_per_sample",
+    "seconds_per_sample",
+    "nonfinite_loss",
+    "first_nonfinite_loss_step",
+    "recoveries",
+)
+RUN_COST_COLUMNS = ("peak_rss_mb", "cuda_max_mb")
+#: Columns that differ between two identical runs (wall-clock time, memory).
+VOLATILE_COLUMNS = ("seconds", "seconds_per_sample", *RUN_COST_COLUMNS)
 ALL = "all"  # the summary row over every sample of the stream
 
 
@@ -122,10 +138,26 @@ def summarize(
         for col in STAT_COLUMNS:
             row[col] = float(np.mean([b[col] for b in batches])) if batches else float("nan")
         row["nonfinite"] = int(sum(b["nonfinite"] for b in batches))
-        rows.append(row | meta)
+        rows.append(row | _costs(batches) | meta)
     if not rows[:-1]:  # nothing ran: keep a single 'all' row that carries the status
         rows = rows[-1:]
     return pd.DataFrame(rows)
+
+
+def _costs(batches: list[dict[str, Any]]) -> dict[str, Any]:
+    """Forwards, backwards and method seconds per sample over ``batches``; the count of
+    non-finite losses, the first step with one ("" if none) and the method's recoveries."""
+    n = sum(b["n"] for b in batches)
+    bad = [b["step"] for b in batches if b.get("nonfinite_loss", 0)]
+    per_sample = {
+        f"{key}_per_sample": sum(b.get(key, 0) for b in batches) / n if n else float("nan")
+        for key in ("forwards", "backwards", "seconds")
+    }
+    return per_sample | {
+        "nonfinite_loss": len(bad),
+        "first_nonfinite_loss_step": bad[0] if bad else "",
+        "recoveries": int(sum(b.get("recoveries", 0) for b in batches)),
+    }
 
 
 def _common(values) -> int | str:
@@ -170,7 +202,8 @@ def collect(paths: Iterable[str | Path]) -> pd.DataFrame:
         if column in runs:
             params = pd.DataFrame([parse_params(t) for t in runs[column]], index=runs.index)
             runs = runs.join(params.add_prefix(f"{group}.").fillna(""))
-    for column in ("n", "correct", "error", "seed", "stream_seed", "batch_size", "nonfinite"):
+    numeric = ("n", "correct", "error", "seed", "stream_seed", "batch_size", "nonfinite")
+    for column in (*numeric, *COST_COLUMNS, *RUN_COST_COLUMNS):
         if column in runs:
             runs[column] = pd.to_numeric(runs[column], errors="coerce")
     return runs

@@ -20,6 +20,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ttabench.data.source_data import source_data_provider
+from ttabench.methods.base import MethodContext, TTAMethod
+from ttabench.methods.defaults import apply_dataset_defaults
+from ttabench.memory import PeakMemory
 from ttabench.results import OnlineLog, summarize, write_csv_atomic
 from ttabench.resume import RunState, keep_partial, run_state, running_message
 from ttabench.runner import StreamRecord, run_stream
@@ -43,6 +47,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> pd.DataFrame:
     """
     run_dir = Path(run_dir) if run_dir else Path(HydraConfig.get().runtime.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    method_defaults = apply_dataset_defaults(cfg, _overrides(cfg))
     own = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])  # hydra's needs HydraConfig
     if cfg.get("resume", True):
         state = run_state(run_dir)
@@ -55,7 +60,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> pd.DataFrame:
             why = "complete" if state is RunState.COMPLETE else "running in another process"
             log.info("%s is %s; skipping (resume=false to rerun)", run_dir, why)
             return pd.read_csv(run_dir / "summary.csv")
-    meta = _meta(cfg)
+    meta = _meta(cfg, method_defaults)
     # Mark before touching anything else: from here on a kill leaves an `incomplete` summary.
     _write_summary(run_dir, None, StreamRecord(), meta | _status("incomplete", running_message()))
     keep_partial(run_dir)
@@ -74,6 +79,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> pd.DataFrame:
             "stream_sha256": plan.sha256(),
             "provenance": ";".join(f"{k}={v}" for k, v in dataset.provenance().items()),
         }
+        memory = PeakMemory(device)  # from here: the model, the method's set-up, the stream
+        method = _build_method(cfg, dataset, device)
     except Exception as exc:  # a configuration error: recorded, then the CLI reports it
         _write_summary(run_dir, None, StreamRecord(), meta | _failed(run_dir, exc))
         raise
@@ -83,8 +90,6 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> pd.DataFrame:
     online = OnlineLog(run_dir / "online.csv", _Refresher(run_dir, plan, record, running))
     status = _status("incomplete", "interrupted")  # until the stream has run to its end
     try:
-        model = instantiate(cfg.norm).apply(instantiate(cfg.model)).to(device)
-        method = instantiate(cfg.method, model=model)
         run_stream(method, dataset, plan, device, online, record, cfg.get("progress", True))
         status = _status("complete", "")
     except Exception as exc:  # recorded, not raised: a sweep goes on with its other runs
@@ -97,7 +102,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> pd.DataFrame:
         if cfg.get("save_predictions", False):
             _write_predictions(run_dir, plan, record)
         # Last, so a summary that says complete implies every other file is written.
-        summary = _write_summary(run_dir, plan, record, meta | status)
+        summary = _write_summary(run_dir, plan, record, meta | memory.peaks() | status)
     log.info(
         "%s: error %.2f%% over %d samples",
         status["status"],
@@ -130,7 +135,33 @@ class _Refresher:
         self.next_at = now + max(1.0, 20 * (now - start))
 
 
-def _meta(cfg: DictConfig) -> dict[str, Any]:
+def _build_method(cfg: DictConfig, dataset: Any, device: torch.device) -> TTAMethod:
+    """Model (under its norm, on the device), then the method around it with its context."""
+    model = instantiate(cfg.norm).apply(instantiate(cfg.model)).to(device)
+    context = MethodContext(
+        num_classes=int(dataset.num_classes),
+        batch_size=int(cfg.stream.batch_size),
+        source_data=source_data_provider(
+            str(cfg.dataset.get("name", "")),
+            cfg.get("source_data") or cfg.dataset.get("root"),
+            int(cfg.dataset.get("seed", 0) or 0),
+            int(cfg.seed),
+        ),
+        device=device,
+    )
+    return instantiate(cfg.method, model=model, context=context)
+
+
+def _overrides(cfg: DictConfig) -> list[str]:
+    """The command-line overrides of this run (they win over a method's per-dataset table)."""
+    if "hydra" in cfg:  # composed with return_hydra_config=True (tests, scripts)
+        return list(cfg.hydra.overrides.task)
+    if HydraConfig.initialized():
+        return list(HydraConfig.get().overrides.task)
+    return []
+
+
+def _meta(cfg: DictConfig, method_defaults: str | None = None) -> dict[str, Any]:
     """The columns every summary row carries, known before anything is built."""
     return _choices(cfg) | {
         "seed": cfg.seed,
@@ -140,7 +171,7 @@ def _meta(cfg: DictConfig) -> dict[str, Any]:
         "norm_params": _params(cfg.norm, skip=("_target_",)),
         "model_params": _params(cfg.model, skip=("_target_",)),
         "dataset_params": _params(cfg.dataset, skip=("_target_", "name", "cache_dir")),
-        "method_params": _params(cfg.method, skip=("_target_",)),
+        "method_params": _params(cfg.method, skip=("_target_",), extra=method_defaults),
         "stream_sha256": "",
         "provenance": "",
     }
@@ -202,9 +233,13 @@ def _choices(cfg: DictConfig) -> dict[str, str]:
     return {part: str(choices.get(part, cfg[part].get("_target_", "?"))) for part in PARTS}
 
 
-def _params(node: DictConfig, skip: tuple[str, ...]) -> str:
-    """``key=value;...`` of a config node (resolved), so tables can group by any constant."""
-    return ";".join(f"{k}={v}" for k, v in node.items() if k not in skip)
+def _params(node: DictConfig, skip: tuple[str, ...], extra: str | None = None) -> str:
+    """``key=value;...`` of a config node (resolved; nested nodes as dotted keys, e.g.
+    ``optim.lr``), so tables can group by any constant. ``extra``: the per-dataset defaults
+    used (``defaults=cifar10c``)."""
+    flat = _flat(OmegaConf.to_container(node, resolve=True))
+    pairs = [f"{k}={v}" for k, v in flat.items() if k not in skip and k.split(".")[-1] != "_partial_"]
+    return ";".join(pairs + ([f"defaults={extra}"] if extra else []))
 
 
 #: Run keys that do not change results (also left out of sweep directory names, run.yaml).

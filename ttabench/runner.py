@@ -3,7 +3,9 @@
 The runner knows nothing of specific methods, datasets or streams: it resets the method where
 the stream says so, fetches the batch's uint8 images from the dataset, converts them to floats in
 [0, 1] on the device, scores ``argmax(method(x))`` and appends one row to ``online.csv``.
-Non-finite logits (a diverging method) are counted and scored as wrong, never raised.
+Non-finite logits (a diverging method) are counted and scored as wrong, never raised; so is a
+non-finite loss, with the step it happened at. Each row also carries the method's cost: samples
+forwarded and back-propagated, recoveries, and the seconds of its call.
 """
 
 from __future__ import annotations
@@ -81,8 +83,10 @@ def run_stream(
         pred = torch.where(finite, logits.argmax(dim=1), -1).cpu().numpy()  # syncs the device
         seconds = time.perf_counter() - start
         nonfinite = int((pred < 0).sum())
-        if nonfinite and not warned:
-            log.warning("non-finite logits at step %d: the method diverged; scored as wrong", step)
+        costs = method.pop_costs()  # after the sync above: reads settled device scalars
+        if (nonfinite or costs["nonfinite_loss"]) and not warned:
+            what = "logits" if nonfinite else "loss"
+            log.warning("non-finite %s at step %d: the method diverges; run goes on", what, step)
             warned = True
         correct = int((pred == y).sum())
         total, correct_so_far = total + len(y), correct_so_far + correct
@@ -99,6 +103,7 @@ def run_stream(
             **label_stats(y),
             "n_domains": len(domains),
             "nonfinite": nonfinite,
+            **costs,
             "seconds": round(seconds, 6),
         }
         online.write(row)

@@ -1,18 +1,63 @@
 """The interface every test-time adaptation method implements.
 
-Shape after the Doebler/Marsden benchmark's ``TTAMethod`` (``forward``, ``reset``): the runner
-calls ``method(x)`` once per test batch and scores the returned logits. What counts as the
-prediction is fixed by each method's paper and stated in its docstring; for most methods it is
-the forward pass that also produces the adaptation loss (weights from before this batch's
-update, normalisation statistics of this batch), i.e. predict and adapt on the same batch.
+Shaped after the Doebler/Marsden benchmark's ``TTAMethod`` (``configure_model``,
+``collect_params``, ``forward_and_adapt``, ``reset``): the runner calls ``method(x)`` once per
+test batch and scores the returned logits. What counts as the prediction is fixed by each
+method's paper and stated in its docstring; for the entropy family it is the forward pass that
+also produces the loss (weights from before this batch's update, normalisation statistics of this
+batch), i.e. predict and adapt on the same batch (specs/methods.md, "Common protocol facts").
+
+One base class for every method, gradient-free or not, with or without memories and teachers:
+
+- ``__init__`` takes the model, a :class:`MethodContext` (classes, source data, batch size)
+  and the YAML knobs; a subclass sets its own knobs *before* calling ``super().__init__``, which
+  runs ``configure`` (modes, swapped layers, which parameters train, via ``trainable``), builds
+  the optimizer from the ``optim`` partial, runs ``prepare`` (one-off work such as EATA's
+  Fisher) and snapshots everything ``reset`` restores.
+- ``forward`` runs ``forward_and_adapt`` ``steps`` times and returns the last logits; methods
+  with another protocol (no gradient, memories, teachers) override ``forward``.
+- Cost is counted where it happens: forwards by a hook on the model (``count_forwards`` adds
+  more modules: a teacher, an anchor), backwards by ``backward(loss, n)`` with the number of
+  samples the loss is over (EATA's efficiency table counts backwards of selected samples only).
+  A non-finite loss is noted without a host sync; ``pop_costs`` is read by the runner after its
+  own sync.
+- Extra state lives in buffers (restored with the state dict) or is cleared in ``reset_state``.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
+class MethodContext:
+    """What a method may need to know beyond its knobs and the model (a plain class, not a
+    dataclass: Hydra would turn a dataclass argument into a config node).
+
+    Attributes:
+        num_classes: C, for margins in units of ln C.
+        batch_size: The stream's configured batch size (EATA's Fisher batches use it).
+        source_data: ``source_data(n)`` -> (uint8 images (n, 3, H, W), int64 labels) of clean
+            source samples, drawn reproducibly; None when the dataset has none (an error
+            naming the config key is raised by the provider, not here).
+        device: Where the model lives.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        batch_size: int = 64,
+        source_data: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.num_classes, self.batch_size = int(num_classes), int(batch_size)
+        self.source_data, self.device = source_data, device
 
 
 class TTAMethod(nn.Module):
@@ -20,25 +65,127 @@ class TTAMethod(nn.Module):
     everything learned since construction (the runner resets before each new domain under the
     ``single`` schedule, once before the stream otherwise).
 
-    Subclasses prepare the model in ``configure`` (modes, swapped layers, trainable parameters)
-    and keep any extra state as modules, parameters or buffers so that ``reset`` restores it.
+    Args:
+        model: The source model, already prepared by the norm.
+        context: See :class:`MethodContext` (default: 10 classes, no source data).
+        optim: ``optimizer_class(params)`` partial (``_partial_: true`` in YAML); required when
+            ``trainable`` returns parameters.
+        steps: Adaptation steps per batch (``forward_and_adapt`` calls; official default 1).
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        context: MethodContext | None = None,
+        optim: OptimizerFactory | None = None,
+        steps: int = 1,
+    ) -> None:
         super().__init__()
+        if int(steps) != steps or steps < 1:
+            raise ValueError(f"method.steps must be an integer >= 1, got {steps}")
         self.model = model
+        self.context = context or MethodContext()
+        self.steps = int(steps)
+        self.forwards = self.backwards = self.recoveries = 0
+        self._nonfinite_loss: torch.Tensor | None = None
+        self.count_forwards(self.model)
         self.configure()
+        params = [p for _, p in self.trainable()]
+        self.optimizer = self._make_optimizer(optim, params) if params else None
+        self.prepare()
         self._initial_state = copy.deepcopy(self.state_dict())
+        self._initial_optimizer = copy.deepcopy(self.optimizer_state())
+        self.forwards = self.backwards = self.recoveries = 0
+
+    # -- what subclasses define ---------------------------------------------------------------
 
     def configure(self) -> None:
-        """Prepare ``self.model`` for test-time use (default: frozen, eval mode)."""
+        """Prepare ``self.model`` for test-time use: eval mode, gradients only for ``trainable``
+        (the norm decides where batch statistics come from, in eval mode as well)."""
         self.model.eval()
         self.model.requires_grad_(False)
+        for _, param in self.trainable():
+            param.requires_grad_(True)
+
+    def trainable(self) -> list[tuple[str, nn.Parameter]]:
+        """``(name, parameter)`` pairs the optimizer updates (default: none)."""
+        return []
+
+    def prepare(self) -> None:
+        """One-off work after the optimizer exists and before the reset snapshot."""
+
+    def forward_and_adapt(self, x: torch.Tensor) -> torch.Tensor:
+        """One adaptation step on ``x``; returns the logits to score."""
+        raise NotImplementedError
+
+    def reset_state(self) -> None:
+        """Clear method state that is not a buffer (moving averages held as Python values)."""
+
+    # -- the protocol the runner uses ---------------------------------------------------------
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return logits for images ``x`` (floats in [0, 1], shape (B, 3, H, W))."""
-        raise NotImplementedError
+        for _ in range(self.steps):
+            logits = self.forward_and_adapt(x)
+        return logits
 
     def reset(self) -> None:
-        """Restore the state captured right after ``configure``."""
+        """Restore model, optimizer and method state to the moment after construction."""
         self.load_state_dict(self._initial_state)
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(copy.deepcopy(self._initial_optimizer))
+        self.reset_state()
+
+    def pop_costs(self) -> dict[str, int]:
+        """Forwarded and back-propagated samples, non-finite losses and recoveries (a method
+        resetting itself, e.g. SAR) since the last call. Reads one device scalar: call it after
+        the runner's own sync."""
+        bad = self._nonfinite_loss
+        costs = {
+            "forwards": self.forwards,
+            "backwards": self.backwards,
+            "nonfinite_loss": int(bad.item()) if bad is not None else 0,
+            "recoveries": self.recoveries,
+        }
+        self.forwards = self.backwards = self.recoveries = 0
+        self._nonfinite_loss = None
+        return costs
+
+    # -- helpers for subclasses ---------------------------------------------------------------
+
+    def count_forwards(self, module: nn.Module) -> None:
+        """Count every sample that passes through ``module`` (a teacher, an anchor, ...)."""
+
+        def hook(_module: nn.Module, args: tuple[Any, ...]) -> None:
+            self.forwards += int(args[0].shape[0]) if args and torch.is_tensor(args[0]) else 0
+
+        module.register_forward_pre_hook(hook)
+
+    def backward(self, loss: torch.Tensor, n_samples: int | torch.Tensor) -> None:
+        """``loss.backward()``, counting ``n_samples`` back-propagated samples and noting a
+        non-finite loss (no host sync: the flag stays on the device)."""
+        loss.backward()
+        self.backwards += int(n_samples)
+        self.note_loss(loss)
+
+    def note_loss(self, loss: torch.Tensor) -> None:
+        """Remember whether ``loss`` was NaN/Inf (the runner records it with the step)."""
+        bad = ~torch.isfinite(loss.detach()).all()
+        self._nonfinite_loss = bad if self._nonfinite_loss is None else self._nonfinite_loss | bad
+
+    def optimizer_state(self) -> dict[str, Any] | None:
+        return self.optimizer.state_dict() if self.optimizer is not None else None
+
+    def _make_optimizer(
+        self, optim: OptimizerFactory | None, params: list[nn.Parameter]
+    ) -> torch.optim.Optimizer:
+        if optim is None:
+            raise ValueError(
+                f"{type(self).__name__} trains {len(params)} parameter tensors but has no "
+                "optimizer: set method.optim (e.g. {_target_: torch.optim.Adam, _partial_: "
+                "true, lr: 1e-3})"
+            )
+        try:
+            return optim(params)
+        except (ValueError, TypeError) as exc:  # torch's own checks: "Invalid learning rate"
+            raise ValueError(f"method.optim: {exc}") from None

@@ -1,0 +1,71 @@
+"""Pieces shared by the entropy-minimisation family (TENT, ETA/EATA, SAR, DeYO).
+
+Kept here once so each method file reads as its paper's procedure: the Shannon entropy of the
+softmax, margins in units of ln C, and the norm-affine parameters they train, found through the
+norm contract (``ttabench.norms.base.norm_parameters``), so ``method=tent norm=unmix`` trains
+UnMix-TNS's affine parameters and ``norm=bn`` the BatchNorm ones.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ttabench.norms.base import NormLayer, norm_parameters
+
+
+def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """H(softmax(z)) per row: ``-(softmax(z) * log_softmax(z)).sum(1)`` (TENT's form)."""
+    return -(logits.softmax(1) * logits.log_softmax(1)).sum(1)
+
+
+def margin(fraction: float, num_classes: int, key: str) -> float:
+    """``fraction * ln C`` (EATA's E0 = 0.4 ln C); ``fraction`` must lie in (0, 1] because the
+    entropy never exceeds ln C."""
+    if not 0.0 < float(fraction) <= 1.0:
+        raise ValueError(f"method.{key} is a fraction of ln C in (0, 1], got {fraction}")
+    return float(fraction) * math.log(num_classes)
+
+
+def wrapped_name(name: str) -> str:
+    """A parameter/module name as the official code sees it: without ttabench's input-
+    normalisation wrapper (``net.layer4...`` -> ``layer4...``)."""
+    return name.removeprefix("net.")
+
+
+def norm_affine(
+    model: nn.Module, method: str, exclude: Sequence[str] = (), bn2d_ln_gn_only: bool = False
+) -> list[tuple[str, nn.Parameter]]:
+    """The normalisation layers' affine parameters a method trains, or a clear error if there
+    are none (e.g. ``affine=False`` layers).
+
+    Args:
+        exclude: drop parameters whose module name (as in the official code) contains any of
+            these strings, or equals one without its trailing dot (SAR's ``norm.`` rule).
+        bn2d_ln_gn_only: SAR/DeYO's ``collect_params`` takes BatchNorm2d, LayerNorm and
+            GroupNorm (and the layers a norm swapped in for BatchNorm2d), not BatchNorm1d.
+    """
+    found = []
+    for name, param in norm_parameters(model):
+        module_name = wrapped_name(name.rsplit(".", 1)[0])
+        if any(s in module_name or module_name == s.rstrip(".") for s in exclude):
+            continue
+        if bn2d_ln_gn_only and not _is_2d_ln_gn(model.get_submodule(name.rsplit(".", 1)[0])):
+            continue
+        found.append((name, param))
+    if not found:
+        raise ValueError(
+            f"method={method} trains the affine parameters of normalisation layers, but this "
+            "model (under this norm) has none to train (affine=False, or no BN/LN/GN layer)"
+        )
+    return found
+
+
+def _is_2d_ln_gn(module: nn.Module) -> bool:
+    if isinstance(module, NormLayer | nn.LayerNorm | nn.GroupNorm):
+        return True
+    return isinstance(module, _BatchNorm) and isinstance(module, nn.BatchNorm2d)

@@ -1,0 +1,137 @@
+"""``method=sar``: sharpness-aware, reliable entropy minimisation with model recovery.
+
+Niu et al., "Towards Stable Test-Time Adaptation in Dynamic Wild World", ICLR 2023
+(openreview g2YraF75Tj): reliable entropy (S1: H < E0, E0 = 0.4 ln C, Eq. 2), its
+sharpness-aware minimisation (SAM, Foret et al. 2021; Eq. 3-5) and the recovery scheme (reset
+to the source model when the moving average e of the entropy loss falls below e_m = 0.2,
+Sec. 4). Official code mr-eggplant/SAR ``sar.py``, ``sam.py`` (specs/methods.md, section 3).
+
+Per batch: z = f(x); L1 = mean_{S1} H; backward; perturb the trained weights by
+rho g / ||g||; z' = f(x) (the whole batch again); S2 = {i in S1 : H(p'_i) < E0};
+L2 = mean_{S2} H(p'); e = L2 (first) else 0.9 e + 0.1 L2, when S2 is non-empty; backward L2;
+restore the weights and step the base optimizer (SGD, momentum 0.9) with these gradients;
+recover if e < e_m. Returns z. Trained: affine of BatchNorm2d/LayerNorm/GroupNorm outside
+ResNet ``layer4`` and ViT ``blocks.9-11``/``norm`` (the CIFAR nets have no ``layer4``).
+
+As officially, an empty S1 or S2 gives zero gradients and the base optimizer still steps (its
+momentum moves the weights). On recovery the Doebler benchmark and the authors (SAR issue #4)
+clear e; the official script keeps it, so further recoveries can follow at once:
+``keep_ema_on_recovery=true`` reproduces that.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from ttabench.methods.base import MethodContext, OptimizerFactory, TTAMethod
+from ttabench.methods.entropy import margin, norm_affine, softmax_entropy
+
+log = logging.getLogger(__name__)
+
+#: module names SAR leaves frozen (official ``collect_params``; ``norm.`` also matches ``norm``).
+SAR_FROZEN = ("layer4", "blocks.9", "blocks.10", "blocks.11", "norm.")
+
+
+class SAR(TTAMethod):
+    """SAR with SAM around the configured base optimizer.
+
+    Args:
+        e_margin: E0 as a fraction of ln C (official 0.4).
+        rho: SAM neighbourhood radius (official 0.05).
+        reset_constant: e_m, the recovery threshold on the loss EMA (official 0.2).
+        ema: weight of the old e in the moving average (official 0.9).
+        keep_ema_on_recovery: keep e after a recovery, as the official script does.
+        frozen: module-name patterns whose affine parameters stay frozen.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        context: MethodContext | None = None,
+        optim: OptimizerFactory | None = None,
+        steps: int = 1,
+        e_margin: float = 0.4,
+        rho: float = 0.05,
+        reset_constant: float = 0.2,
+        ema: float = 0.9,
+        keep_ema_on_recovery: bool = False,
+        frozen: tuple[str, ...] = SAR_FROZEN,
+    ) -> None:
+        context = context or MethodContext()
+        self.e0 = margin(e_margin, context.num_classes, "e_margin")
+        if rho < 0 or reset_constant < 0 or not 0.0 <= ema < 1.0:
+            raise ValueError(
+                f"method=sar needs rho >= 0, reset_constant >= 0 and 0 <= ema < 1 (got rho="
+                f"{rho}, reset_constant={reset_constant}, ema={ema})"
+            )
+        self.rho, self.reset_constant, self.ema = float(rho), float(reset_constant), float(ema)
+        self.keep_ema_on_recovery = bool(keep_ema_on_recovery)
+        self.frozen = tuple(frozen)
+        self.loss_ema: float | None = None
+        super().__init__(model, context, optim, steps)
+
+    def trainable(self) -> list[tuple[str, nn.Parameter]]:
+        return norm_affine(self.model, "sar", self.frozen, bn2d_ln_gn_only=True)
+
+    def reset_state(self) -> None:
+        self.loss_ema = None
+
+    @torch.enable_grad()
+    def forward_and_adapt(self, x: torch.Tensor) -> torch.Tensor:
+        params = [p for _, p in self.trainable()]
+        self.optimizer.zero_grad()
+        logits = self.model(x)
+        entropy = softmax_entropy(logits)
+        reliable = torch.nonzero(entropy < self.e0).flatten()
+        self.backward(_mean_or_zero(entropy[reliable]), len(reliable))
+        saved = self._sam_ascent(params)
+        entropy2 = softmax_entropy(self.model(x))[reliable]
+        kept = entropy2[entropy2 < self.e0]
+        loss2 = _mean_or_zero(kept)
+        if len(kept):
+            value = float(loss2.detach())
+            self.loss_ema = value if self.loss_ema is None else (
+                self.ema * self.loss_ema + (1 - self.ema) * value
+            )
+        self.backward(loss2, len(kept))
+        with torch.no_grad():
+            for p, old in zip(params, saved, strict=True):
+                p.copy_(old)
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        if self.loss_ema is not None and self.loss_ema < self.reset_constant:
+            self._recover()
+        return logits.detach()
+
+    def _sam_ascent(self, params: list[nn.Parameter]) -> list[torch.Tensor]:
+        """theta += rho g / (||g||_2 + 1e-12), ||g|| over all trained tensors (SAM's first
+        step); returns the weights to restore. Gradients are cleared for the second pass."""
+        saved = [p.detach().clone() for p in params]
+        grads = [p.grad for p in params if p.grad is not None]
+        if grads:
+            norm = torch.linalg.vector_norm(torch.stack([g.norm(2) for g in grads]), 2)
+            scale = self.rho / (norm + 1e-12)
+            with torch.no_grad():
+                for p in params:
+                    if p.grad is not None:
+                        p.add_(p.grad * scale)
+        self.optimizer.zero_grad()
+        return saved
+
+    def _recover(self) -> None:
+        """Back to the source weights and a fresh optimizer (SAR Sec. 4, model recovery)."""
+        ema = self.loss_ema
+        log.debug("sar: loss EMA %.4f < %.2f, recovering the source model", ema, self.reset_constant)
+        self.reset()
+        self.recoveries += 1
+        if self.keep_ema_on_recovery:
+            self.loss_ema = ema
+
+
+def _mean_or_zero(values: torch.Tensor) -> torch.Tensor:
+    """Mean of a selection; an empty one gives a zero loss with zero gradients (the official
+    NaN mean back-propagates zeros too, without a NaN to report)."""
+    return values.mean(0) if values.numel() else values.sum()
