@@ -17,8 +17,18 @@ run directories go to ``outputs/`` (git-ignored); the compact outputs are writte
 - ``figures/*.png``: figures made by the ``ttabench plot`` code,
 - the generated block of ``README.md`` (between the ``reference:begin/end`` markers) linking them.
 
+``--grid methods`` runs the adapting methods' grid instead (issue "Adapting methods I"): methods
+{source, tent, eta, eata, sar, deyo, lame} x norms {bn, unmix} (plus the frozen source model and
+LAME's official ``norm=source``) x streams {iid, dirichlet (delta 0.1), continual, ptta, mixed} x
+the three seeds at batch size 64 on ``dataset.n_per_domain`` images of every embedded
+corruption (``--n-per-domain``, default 2000), into ``outputs/reference_methods/runs`` and
+``results/methods/`` (summaries, error tables per norm, the cost table), with its own generated
+block in ``results/README.md`` (between ``methods:begin/end``). Under ``norm=bn``,
+``method=source`` is test-batch BN without any update (the ``bn`` row of the issue).
+
 Examples:
     python scripts/reference_results.py                  # the full grid: hours on 2 CPU cores
+    python scripts/reference_results.py --grid methods --launcher joblib --n-jobs 2
     python scripts/reference_results.py --launcher joblib --n-jobs 2
     python scripts/reference_results.py --quick          # tiny dataset: outputs/reference_quick/
     python scripts/reference_results.py --skip-runs      # tables and figures from existing runs
@@ -52,6 +62,23 @@ BS1_CAP = "dataset.n_per_domain=500"  # batch size 1 is 64x more forward passes
 QUICK = ("dataset.corruptions=[gaussian_noise,defocus_blur,contrast]", "dataset.n_per_domain=200")
 BEGIN, END = "<!-- reference:begin -->", "<!-- reference:end -->"
 ORDER = {"method": list(METHODS), "stream": list(STREAMS)}
+# The adapting methods' grid (--grid methods).
+ADAPTING = ("source", "tent", "eta", "eata", "sar", "deyo", "lame")
+ADAPTING_NORMS = ("bn", "unmix")
+ADAPTING_STREAMS = ("iid", "dirichlet", "continual", "ptta", "mixed")
+ADAPTING_ORDER = {
+    "method": list(ADAPTING),
+    "stream": list(ADAPTING_STREAMS),
+    "norm": ["source", *ADAPTING_NORMS],
+}
+COSTS = {  # summary column -> table column
+    "forwards_per_sample": "forwards / sample",
+    "backwards_per_sample": "backwards / sample",
+    "seconds_per_sample": "ms / sample",
+    "peak_rss_mb": "peak RSS (MB)",
+    "recoveries": "recoveries / run",
+    "nonfinite_loss": "non-finite losses / run",
+}
 
 
 def sweeps(methods, streams, seeds, quick: bool) -> list[list[str]]:
@@ -65,6 +92,17 @@ def sweeps(methods, streams, seeds, quick: bool) -> list[list[str]]:
     if "dirichlet" not in streams:
         grid = [g for g in grid if SMALL_DELTA not in g]
     return [[*g, *tiny] for g in grid]
+
+
+def method_sweeps(seeds, n_per_domain: int, quick: bool) -> list[list[str]]:
+    """The adapting methods' grid: every method under every norm, plus the source baselines."""
+    common = [f"stream={','.join(ADAPTING_STREAMS)}", f"seed={','.join(map(str, seeds))}"]
+    common += list(QUICK) if quick else [f"dataset.n_per_domain={n_per_domain}"]
+    norms = f"norm={','.join(ADAPTING_NORMS)}"
+    return [
+        [f"method={','.join(ADAPTING)}", norms, *common],
+        ["method=source,lame", "norm=source", *common],
+    ]
 
 
 def run_sweeps(grid: list[list[str]], sweep_dir: Path, launcher: list[str], threads: int) -> None:
@@ -95,6 +133,43 @@ def write_tables(runs, out: Path) -> dict[str, str]:
     return texts
 
 
+def write_method_tables(runs, out: Path) -> dict[str, str]:
+    """Error tables (method x stream, one per norm) and the cost table, to ``out/tables/``."""
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    texts = {}
+    for norm in ADAPTING_ORDER["norm"]:
+        chosen = select(runs, {"norm": [norm]})
+        if len(chosen):
+            texts[f"methods_norm={norm}.md"] = _markdown(
+                chosen, ["method"], "stream", ADAPTING_ORDER
+            )
+    texts["costs.md"] = cost_table(runs)
+    for name, text in texts.items():
+        (out / "tables" / name).write_text(text + "\n")
+    return texts
+
+
+def cost_table(runs) -> str:
+    """Mean cost per (norm, method) over every complete run's ``all`` row (all streams and
+    seeds): forwards and backwards per sample, milliseconds per sample, peak RSS, recoveries."""
+    rows = runs[(runs["domain"] == "all") & (runs["status"] == "complete")].copy()
+    if rows.empty:
+        return "no complete run yet"
+    rows["seconds_per_sample"] = rows["seconds_per_sample"] * 1000
+    rank = {m: i for i, m in enumerate(ADAPTING)}
+    table = rows.groupby(["norm", "method"])[list(COSTS)].mean().reset_index()
+    table = table.sort_values(
+        ["norm", "method"],
+        key=lambda c: c.map(rank) if c.name == "method" else c.map(ADAPTING_ORDER["norm"].index),
+    )
+    table = table.rename(columns=COSTS)
+    caption = (
+        f"Cost per sample (mean over {len(rows)} complete runs: streams x seeds; method time "
+        "only, 1 torch thread per run, 2 runs in parallel on 2 CPU cores)"
+    )
+    return f"{caption}\n\n{table.to_markdown(index=False, floatfmt='.3g')}"
+
+
 def write_figures(runs, out: Path) -> list[Path]:
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
@@ -108,35 +183,47 @@ def write_figures(runs, out: Path) -> list[Path]:
     return paths
 
 
-def write_readme(out: Path, texts: dict[str, str], figures: list[Path], command: str) -> None:
-    """Replace the generated block of ``out/README.md`` (created if missing)."""
-    links = "\n".join(f"- [{p.stem}](figures/{p.name})" for p in sorted(figures))
-    tables = "\n".join(f"- [{name}](tables/{name})" for name in texts)
-    main = [n for n in texts if n.startswith("streams_")]
+def write_readme(
+    out: Path,
+    texts: dict[str, str],
+    figures: list[Path],
+    command: str,
+    readme: Path | None = None,
+    markers: tuple[str, str] = (BEGIN, END),
+    heading: str = "Reference results",
+    main_prefix: str = "streams_",
+) -> None:
+    """Replace the generated block of ``readme`` (default ``out/README.md``; created if
+    missing) between ``markers``; the tables named ``main_prefix*`` are shown in full."""
+    readme = readme or out / "README.md"
+    rel = out.relative_to(readme.parent) if out != readme.parent else Path(".")
+    links = "\n".join(f"- [{p.stem}]({rel / 'figures' / p.name})" for p in sorted(figures))
+    tables = "\n".join(f"- [{name}]({rel / 'tables' / name})" for name in texts)
+    main = [n for n in texts if n.startswith(main_prefix)]
     block = "\n\n".join(
         [
-            BEGIN,
+            markers[0],
             f"Generated by `{command}` on {dt.date.today().isoformat()}; do not edit by hand.",
             *(f"#### {n.removesuffix('.md')}\n\n{texts[n]}" for n in main),
-            f"Tables (rebuild any other with `ttabench compare {out.name}/summaries.csv.gz ...`):"
+            f"Tables (rebuild any other with `ttabench compare {rel / 'summaries.csv.gz'} ...`):"
             f"\n\n{tables}",
-            f"Figures:\n\n{links}",
-            END,
+            *([f"Figures:\n\n{links}"] if figures else []),
+            markers[1],
         ]
     )
-    readme = out / "README.md"
     text = readme.read_text() if readme.exists() else ""
-    if BEGIN in text and END in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
+    begin, end = markers
+    if begin in text and end in text:
+        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
     else:
-        text = f"{text.rstrip()}\n\n## Reference results\n\n{block}\n".lstrip()
+        text = f"{text.rstrip()}\n\n## {heading}\n\n{block}\n".lstrip()
     readme.write_text(text)
 
 
-def _markdown(runs, rows: list[str], column: str) -> str:
+def _markdown(runs, rows: list[str], column: str, order: dict = ORDER) -> str:
     """Caption, Markdown table and notes, as `ttabench compare --format markdown` prints them."""
     try:
-        table = build(runs, rows=rows, column=column, order=ORDER)
+        table = build(runs, rows=rows, column=column, order=order)
     except ValueError as exc:  # e.g. every run of the block failed
         return f"no table: {exc}" + "".join(f"\n- {n}" for n in unfinished(runs))
     notes = "".join(f"\n- {note}" for note in [*table.notes, *unfinished(runs)])
@@ -162,13 +249,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", default=",".join(STREAMS))
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     parser.add_argument("--skip-runs", action="store_true", help="only tables and figures")
-    args = parser.parse_args(argv)
-    base = ROOT / "outputs" / ("reference_quick" if args.quick else "reference")
-    out = args.out or (base if args.quick else ROOT / "results")
-    sweep_dir = (args.sweep_dir or base / "runs").resolve()
-    grid = sweeps(
-        args.methods.split(","), args.streams.split(","), args.seeds.split(","), args.quick
+    parser.add_argument("--grid", default="norms", choices=["norms", "methods"])
+    parser.add_argument(
+        "--n-per-domain", type=int, default=2000, help="--grid methods: images per domain [2000]"
     )
+    args = parser.parse_args(argv)
+    methods = args.grid == "methods"
+    name = "reference_methods" if methods else "reference"
+    base = ROOT / "outputs" / (f"{name}_quick" if args.quick else name)
+    out = args.out or (base if args.quick else ROOT / "results" / ("methods" if methods else ""))
+    sweep_dir = (args.sweep_dir or base / "runs").resolve()
+    if methods:
+        grid = method_sweeps(args.seeds.split(","), args.n_per_domain, args.quick)
+    else:
+        grid = sweeps(
+            args.methods.split(","), args.streams.split(","), args.seeds.split(","), args.quick
+        )
     if not args.skip_runs:
         launcher = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.n_jobs}"]
         run_sweeps(grid, sweep_dir, launcher if args.launcher == "joblib" else [], args.threads)
@@ -181,10 +277,19 @@ def main(argv: list[str] | None = None) -> int:
     gz = {"method": "gzip", "mtime": 0}
     columns = [c for c in rel.columns if "." not in c]  # collect re-expands the knobs
     rel[columns].to_csv(out / "summaries.csv.gz", index=False, compression=gz)
-    texts = write_tables(rel, out)
-    figures = write_figures(runs, out)
     command = "python scripts/reference_results.py" + (" --quick" if args.quick else "")
-    write_readme(out, texts, figures, command)
+    if methods:
+        texts = write_method_tables(rel, out)
+        command += f" --grid methods --n-per-domain {args.n_per_domain}"
+        readme = out.parent / "README.md" if not args.quick else out / "README.md"
+        markers = ("<!-- methods:begin -->", "<!-- methods:end -->")
+        write_readme(out, texts, [], command, readme, markers, "Adapting methods", "methods_")
+        print(texts["costs.md"])
+        figures = []
+    else:
+        texts = write_tables(rel, out)
+        figures = write_figures(runs, out)
+        write_readme(out, texts, figures, command)
     print(f"wrote {out}/summaries.csv.gz, {len(texts)} tables, {len(figures)} figures, README.md")
     return 0
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra.utils import instantiate
 from torch import nn
 
 from ttabench.config import config_dir
 from ttabench.methods.base import TTAMethod
+from ttabench.methods.defaults import apply_dataset_defaults
 from ttabench.methods.source import Source
 from ttabench.models.embedded import load_embedded
 from ttabench.models.small_resnet import SmallResNet
 from ttabench.models.wrapper import NormalizedModel
 from ttabench.norms.bn import BatchStatsNorm
+from ttabench.run import build_method
 
 from .conftest import compose_run
 
@@ -26,15 +27,23 @@ def shifted_batch(n: int = 32) -> torch.Tensor:
     return (0.1 + 0.05 * torch.rand(n, 3, 32, 32, generator=g)).clamp(0, 1)
 
 
+def make_method(*overrides: str) -> TTAMethod:
+    """The method of a composed run config, resolved and built as ``run`` builds it."""
+    cfg = compose_run(*overrides)
+    apply_dataset_defaults(cfg, cfg.hydra.overrides.task)
+    return build_method(cfg, 10, "cpu")
+
+
 @pytest.mark.parametrize("name", METHODS)
 def test_every_method_config_honours_the_contract(name):
-    cfg = compose_run(f"method={name}")
-    method = instantiate(cfg.method, model=instantiate(cfg.norm).apply(load_embedded()))
+    method = make_method(f"method={name}")
     assert isinstance(method, TTAMethod)
     x = shifted_batch()
+    torch.manual_seed(0)
     logits = method(x)
     assert logits.shape == (32, 10) and torch.isfinite(logits).all()
     method.reset()
+    torch.manual_seed(0)
     assert torch.allclose(method(x), logits, atol=1e-5), "reset must restore the initial state"
     one = method(x[:1])  # batch size 1 must work for every method
     assert one.shape == (1, 10)

@@ -17,6 +17,7 @@ from torch import nn
 
 from ttabench.models import checkpoints as ck
 from ttabench.models import zoo
+from ttabench.models.features import classifier_of, features_and_logits
 from ttabench.models.resnext import AugMixResNeXt, CifarResNeXt
 from ttabench.models.small_resnet import SmallResNet
 from ttabench.models.wide_resnet import WideResNet
@@ -365,3 +366,35 @@ def test_cli_run_wrn28_10_with_a_robustbench_checkpoint_on_cifar10c_files(tmp_pa
     assert summary["model"].iloc[0] == "wrn28_10" and summary["dataset"].iloc[0] == "cifar10c"
     assert summary["n"].iloc[-1] == 16 and (summary["status"] == "complete").all()
     assert "source=files" in summary["provenance"].iloc[0]
+
+
+# --- penultimate features (LAME's affinity, prototype methods) --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("preset", "side"),
+    [
+        (["model=embedded"], 32),
+        (["model=wrn28_10", "model.pretrained=false"], 32),
+        (["model=resnext29_augmix", "model.pretrained=false"], 32),
+        (["model=resnet50", "model.pretrained=false"], 64),
+        (["model=torchvision", "model.name=resnet18", "model.pretrained=false"], 64),
+        (["model=timm", "model.name=resnet18", "model.pretrained=false"], 64),
+        ([*TINY_VIT, "model.pretrained=false", "model.num_classes=10"], 32),
+    ],
+)
+def test_every_zoo_model_gives_penultimate_features_the_classifier_maps_to_its_logits(preset, side):
+    model = instantiate(compose_run(*preset).model).eval()
+    head = classifier_of(model)
+    x = torch.rand(2, 3, side, side)
+    with torch.no_grad():
+        feats, logits = features_and_logits(model, x)
+        assert feats.shape == (2, head.in_features) and logits.shape[1] == head.out_features
+        assert torch.allclose(head(feats), logits, atol=1e-4)
+        assert torch.allclose(logits, model(x), atol=1e-5), "one ordinary forward pass"
+
+
+def test_a_model_without_a_linear_classifier_is_a_clear_error():
+    net = nn.Sequential(nn.Conv2d(3, 10, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    with pytest.raises(ValueError, match="no nn.Linear classifier"):
+        classifier_of(net)

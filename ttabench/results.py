@@ -147,8 +147,8 @@ def summarize(
 def _costs(batches: list[dict[str, Any]]) -> dict[str, Any]:
     """Forwards, backwards and method seconds per sample over ``batches``; the count of
     non-finite losses, the first step with one ("" if none) and the method's recoveries."""
-    n = sum(b["n"] for b in batches)
-    bad = [b["step"] for b in batches if b.get("nonfinite_loss", 0)]
+    n = sum(b.get("n", 0) for b in batches)
+    bad = [b.get("step") for b in batches if b.get("nonfinite_loss", 0)]
     per_sample = {
         f"{key}_per_sample": sum(b.get(key, 0) for b in batches) / n if n else float("nan")
         for key in ("forwards", "backwards", "seconds")

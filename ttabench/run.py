@@ -17,13 +17,15 @@ from typing import Any
 import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ttabench.config import list_groups
 from ttabench.data.source_data import source_data_provider
+from ttabench.memory import PeakMemory
 from ttabench.methods.base import MethodContext, TTAMethod
 from ttabench.methods.defaults import apply_dataset_defaults
-from ttabench.memory import PeakMemory
 from ttabench.results import OnlineLog, summarize, write_csv_atomic
 from ttabench.resume import RunState, keep_partial, run_state, running_message
 from ttabench.runner import StreamRecord, run_stream
@@ -80,7 +82,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> pd.DataFrame:
             "provenance": ";".join(f"{k}={v}" for k, v in dataset.provenance().items()),
         }
         memory = PeakMemory(device)  # from here: the model, the method's set-up, the stream
-        method = _build_method(cfg, dataset, device)
+        method = build_method(cfg, int(dataset.num_classes), device)
     except Exception as exc:  # a configuration error: recorded, then the CLI reports it
         _write_summary(run_dir, None, StreamRecord(), meta | _failed(run_dir, exc))
         raise
@@ -135,11 +137,13 @@ class _Refresher:
         self.next_at = now + max(1.0, 20 * (now - start))
 
 
-def _build_method(cfg: DictConfig, dataset: Any, device: torch.device) -> TTAMethod:
-    """Model (under its norm, on the device), then the method around it with its context."""
+def build_method(cfg: DictConfig, num_classes: int, device: torch.device | str) -> TTAMethod:
+    """Model (under its norm, on the device), then the method around it with its context
+    (``cfg.method`` already resolved by ``apply_dataset_defaults``)."""
+    check_combination(cfg)
     model = instantiate(cfg.norm).apply(instantiate(cfg.model)).to(device)
     context = MethodContext(
-        num_classes=int(dataset.num_classes),
+        num_classes=num_classes,
         batch_size=int(cfg.stream.batch_size),
         source_data=source_data_provider(
             str(cfg.dataset.get("name", "")),
@@ -149,7 +153,26 @@ def _build_method(cfg: DictConfig, dataset: Any, device: torch.device) -> TTAMet
         ),
         device=device,
     )
-    return instantiate(cfg.method, model=model, context=context)
+    try:
+        return instantiate(cfg.method, model=model, context=context)
+    except InstantiationException as exc:  # the method's own message, without Hydra's wrapping
+        if isinstance(exc.__cause__, ValueError | FileNotFoundError):
+            raise exc.__cause__ from None
+        raise
+
+
+def check_combination(cfg: DictConfig) -> None:
+    """A norm-only method preset (``method=bn``, ``alpha``, ...) names its norm: pairing it with
+    another norm would label unmix results ``bn``. Its own presets (``unmix_imagenet`` for
+    ``method=unmix``) are fine."""
+    choices = _choices(cfg)
+    method, norm = choices["method"], choices["norm"]
+    presets = set(list_groups().get("norm", [])) - {"source"}  # method=source: any norm
+    if method in presets and not (norm == method or norm.startswith(method + "_")):
+        raise ValueError(
+            f"method={method} is the norm-only preset of norm={method}, so it cannot run with "
+            f"norm={norm}; use method=source norm={norm} for that norm alone"
+        )
 
 
 def _overrides(cfg: DictConfig) -> list[str]:
@@ -238,7 +261,9 @@ def _params(node: DictConfig, skip: tuple[str, ...], extra: str | None = None) -
     ``optim.lr``), so tables can group by any constant. ``extra``: the per-dataset defaults
     used (``defaults=cifar10c``)."""
     flat = _flat(OmegaConf.to_container(node, resolve=True))
-    pairs = [f"{k}={v}" for k, v in flat.items() if k not in skip and k.split(".")[-1] != "_partial_"]
+    pairs = [
+        f"{k}={v}" for k, v in flat.items() if k not in skip and k.split(".")[-1] != "_partial_"
+    ]
     return ";".join(pairs + ([f"defaults={extra}"] if extra else []))
 
 

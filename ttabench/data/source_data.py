@@ -9,7 +9,7 @@ split. Which clean set belongs to a benchmark is known from the dataset's name:
 | embedded | the synthetic train split (30,000, generated) | - |
 | cifar10c | CIFAR-10 train | ``cifar-10-batches-py/data_batch_1..5`` |
 | cifar100c | CIFAR-100 train | ``cifar-100-python/train`` |
-| imagenetc | ImageNet train | ``train/{wnid}/*.JPEG`` (point ``source_data`` at ``val`` for EATA's choice) |
+| imagenetc | ImageNet train | ``train/{wnid}/*.JPEG`` (``source_data=<root>/val``: EATA's) |
 | fashionmnistc | Fashion-MNIST train | ``fashion-mnist/train-images-idx3-ubyte[.gz]`` |
 
 Samples are drawn without replacement by a generator of ``(seed, n)``, so a method's source
@@ -19,6 +19,7 @@ whose method needs no source data never looks for it.
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 from collections.abc import Callable
@@ -51,7 +52,7 @@ def source_data_provider(
     def provide(n: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng(np.random.SeedSequence([seed, int(n), 0x5EED]))
         if dataset == "embedded":
-            images, labels = synthetic.generate("train", data_seed)
+            images, labels = _embedded_train(data_seed)
             pick = _pick(rng, len(labels), n)
             return torch.from_numpy(images[pick]), torch.from_numpy(labels[pick])
         if dataset not in LAYOUTS:
@@ -63,6 +64,12 @@ def source_data_provider(
         return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels)
 
     return provide
+
+
+@functools.lru_cache(maxsize=1)
+def _embedded_train(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The synthetic train split (30,000 images, ~10 s to render): once per process."""
+    return synthetic.generate("train", seed)
 
 
 def _pick(rng: np.random.Generator, available: int, n: int) -> np.ndarray:

@@ -49,8 +49,11 @@ def apply_dataset_defaults(cfg: DictConfig, overrides: Sequence[str]) -> str | N
         del method[TABLE]
     check_optimizer(method.get("optim"))
     if entry is None and name != "embedded":
-        log.warning("no official defaults of this method for dataset=%s: using the embedded "
-                    "benchmark's (the method YAML's top level)", name)
+        log.warning(
+            "no official defaults of this method for dataset=%s: using the embedded "
+            "benchmark's (the method YAML's top level)",
+            name,
+        )
         return "embedded"
     return name
 
@@ -64,14 +67,15 @@ def check_optimizer(optim: DictConfig | None) -> None:
     module, _, name = target.rpartition(".")
     try:
         found = getattr(importlib.import_module(module), name) if module else None
-    except ImportError:
+    except (ImportError, AttributeError):
         found = None
     if not (inspect.isclass(found) and issubclass(found, torch.optim.Optimizer)):
         valid = sorted(
             n
             for n, c in vars(torch.optim).items()
-            if inspect.isclass(c) and issubclass(c, torch.optim.Optimizer) and c is not
-            torch.optim.Optimizer
+            if inspect.isclass(c)
+            and issubclass(c, torch.optim.Optimizer)
+            and c is not torch.optim.Optimizer
         )
         raise ValueError(
             f"method.optim._target_={target!r} is not a torch optimizer; valid: "

@@ -93,8 +93,10 @@ class SAR(TTAMethod):
         loss2 = _mean_or_zero(kept)
         if len(kept):
             value = float(loss2.detach())
-            self.loss_ema = value if self.loss_ema is None else (
-                self.ema * self.loss_ema + (1 - self.ema) * value
+            self.loss_ema = (
+                value
+                if self.loss_ema is None
+                else (self.ema * self.loss_ema + (1 - self.ema) * value)
             )
         self.backward(loss2, len(kept))
         with torch.no_grad():
@@ -124,7 +126,9 @@ class SAR(TTAMethod):
     def _recover(self) -> None:
         """Back to the source weights and a fresh optimizer (SAR Sec. 4, model recovery)."""
         ema = self.loss_ema
-        log.debug("sar: loss EMA %.4f < %.2f, recovering the source model", ema, self.reset_constant)
+        log.debug(
+            "sar: loss EMA %.4f < %.2f, recovering the source model", ema, self.reset_constant
+        )
         self.reset()
         self.recoveries += 1
         if self.keep_ema_on_recovery:
