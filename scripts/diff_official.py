@@ -145,10 +145,10 @@ def build(method: str, off: dict, source: torch.nn.Module, args) -> tuple:
         theirs = off["eata"].EATA(model, torch.optim.SGD(params, 2.5e-4, momentum=0.9),
                                   fishers=fishers, fisher_alpha=alpha,
                                   e_margin=E_MARGIN * ln_c, d_margin=D_MARGIN)  # fmt: skip
-    else:  # SAR, keep_ema_on_recovery True (official order) or False (ttabench default)
+    else:  # SAR: recovery=official (as sar.py) or, for SAR-fresh, ttabench's default
         sgd = functools.partial(torch.optim.SGD, lr=1e-3, momentum=0.9)
-        keep = method == "SAR"
-        ours = SAR(ours_model, ctx, sgd, e_margin=E_MARGIN, rho=0.05, keep_ema_on_recovery=keep)
+        recovery = "official" if method == "SAR" else "fresh"
+        ours = SAR(ours_model, ctx, sgd, e_margin=E_MARGIN, rho=0.05, recovery=recovery)
         model = off["sar"].configure_model(model)
         params, _ = off["sar"].collect_params(model)
         sam = off["sam"].SAM(params, torch.optim.SGD, rho=0.05, lr=1e-3, momentum=0.9)
@@ -217,7 +217,7 @@ def main() -> int:
     parser.add_argument("--fisher-size", type=int, default=2000)
     parser.add_argument("--fisher-alpha", type=float, default=2000.0)
     parser.add_argument("--tol", type=float, default=1e-4, help="logit tolerance (float32)")
-    parser.add_argument("--methods", default="TENT,ETA,EATA,SAR,SAR-clear-ema")
+    parser.add_argument("--methods", default="TENT,ETA,EATA,SAR,SAR-fresh")
     parser.add_argument("--threads", type=int, default=2, help="1 is faster on a busy host")
     parser.add_argument("--fetch-help", action="store_true", help="how to fill --official-dir")
     args = parser.parse_args()
@@ -249,7 +249,7 @@ def main() -> int:
             r = compare(method, off, source, batches, args)
             print(f"| {method} | {order} | {r['logit']:.3e} | {r['first']} | {r['agree']:.2f} "
                   f"| {r['param']:.3e} | {r['events']} |")  # fmt: skip
-    print("\nSAR: keep_ema_on_recovery=True (official order); SAR-clear-ema: ttabench default.")
+    print("\nSAR: recovery=official (weights only, as sar.py); SAR-fresh: ttabench's default.")
     for note in sorted(NOTES):
         print(f"note: {note}")
     return 0

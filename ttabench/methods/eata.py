@@ -100,9 +100,9 @@ class EATA(TTAMethod):
                 self.probs_ema.copy_(mean)
                 self.has_probs_ema.fill_(True)
         chosen = entropy[selected]
-        loss = (chosen * torch.exp(self.e0 - chosen.detach())).mean(0)
+        loss = (chosen * (1 / torch.exp(chosen.detach() - self.e0))).mean(0)  # official rounding
         if self.fisher_alpha > 0:
-            loss = loss + self.fisher_alpha * self._forgetting()
+            loss = loss + self._forgetting()
         if len(selected):
             self.backward(loss, len(selected))
             self.optimizer.step()
@@ -110,9 +110,10 @@ class EATA(TTAMethod):
         return logits.detach()
 
     def _forgetting(self) -> torch.Tensor:
-        """sum_k F_k (theta_k - theta0_k)^2 over the trained tensors (EATA Eq. 9)."""
-        return sum(
-            (getattr(self, f"fisher_{i}") * (p - getattr(self, f"anchor_{i}")) ** 2).sum()
+        """beta sum_k F_k (theta_k - theta0_k)^2 over the trained tensors (EATA Eq. 9)."""
+        return sum(  # alpha inside the sum, in parameter order: the official rounding
+            self.fisher_alpha
+            * (getattr(self, f"fisher_{i}") * (p - getattr(self, f"anchor_{i}")) ** 2).sum()
             for i, (_, p) in enumerate(self.trainable())
         )
 

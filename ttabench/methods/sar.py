@@ -14,9 +14,11 @@ recover if e < e_m. Returns z. Trained: affine of BatchNorm2d/LayerNorm/GroupNor
 ResNet ``layer4`` and ViT ``blocks.9-11``/``norm`` (the CIFAR nets have no ``layer4``).
 
 As officially, an empty S1 or S2 gives zero gradients and the base optimizer still steps (its
-momentum moves the weights). On recovery the Doebler benchmark and the authors (SAR issue #4)
-clear e; the official script keeps it, so further recoveries can follow at once:
-``keep_ema_on_recovery=true`` reproduces that.
+momentum moves the weights). Recovery (``recovery``): ``fresh`` (default) restores the source
+weights, a fresh optimizer and e = None, as the Doebler benchmark does and as the authors agree
+it should be (SAR issue #4); ``official`` reproduces the official script, which restores the
+weights only: its ``reset`` reloads the SAM wrapper's state, not the base SGD's momentum
+buffers, and stores e again after the reset, so further recoveries can follow at once.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 
 #: module names SAR leaves frozen (official ``collect_params``; ``norm.`` also matches ``norm``).
 SAR_FROZEN = ("layer4", "blocks.9", "blocks.10", "blocks.11", "norm.")
+RECOVERIES = ("fresh", "official")
 
 
 class SAR(TTAMethod):
@@ -43,7 +46,7 @@ class SAR(TTAMethod):
         rho: SAM neighbourhood radius (official 0.05).
         reset_constant: e_m, the recovery threshold on the loss EMA (official 0.2).
         ema: weight of the old e in the moving average (official 0.9).
-        keep_ema_on_recovery: keep e after a recovery, as the official script does.
+        recovery: ``fresh`` (weights, optimizer and e reset) or ``official`` (weights only).
         frozen: module-name patterns whose affine parameters stay frozen.
     """
 
@@ -57,7 +60,7 @@ class SAR(TTAMethod):
         rho: float = 0.05,
         reset_constant: float = 0.2,
         ema: float = 0.9,
-        keep_ema_on_recovery: bool = False,
+        recovery: str = "fresh",
         frozen: tuple[str, ...] = SAR_FROZEN,
     ) -> None:
         context = context or MethodContext()
@@ -68,7 +71,9 @@ class SAR(TTAMethod):
                 f"{rho}, reset_constant={reset_constant}, ema={ema})"
             )
         self.rho, self.reset_constant, self.ema = float(rho), float(reset_constant), float(ema)
-        self.keep_ema_on_recovery = bool(keep_ema_on_recovery)
+        if recovery not in RECOVERIES:
+            raise ValueError(f"method.recovery={recovery!r}; valid: {', '.join(RECOVERIES)}")
+        self.recovery = recovery
         self.frozen = tuple(frozen)
         self.loss_ema: float | None = None
         super().__init__(model, context, optim, steps)
@@ -124,15 +129,13 @@ class SAR(TTAMethod):
         return saved
 
     def _recover(self) -> None:
-        """Back to the source weights and a fresh optimizer (SAR Sec. 4, model recovery)."""
-        ema = self.loss_ema
-        log.debug(
-            "sar: loss EMA %.4f < %.2f, recovering the source model", ema, self.reset_constant
-        )
-        self.reset()
+        """Back to the source weights (SAR Sec. 4, model recovery); see ``recovery``."""
+        log.debug("sar: loss EMA %.4f < %.2f: recovering", self.loss_ema, self.reset_constant)
         self.recoveries += 1
-        if self.keep_ema_on_recovery:
-            self.loss_ema = ema
+        if self.recovery == "official":
+            self.load_state_dict(self._initial_state)
+        else:
+            self.reset()
 
 
 def _mean_or_zero(values: torch.Tensor) -> torch.Tensor:
