@@ -40,7 +40,8 @@ def test_cifar_train_batches_give_distinct_reproducible_samples(tmp_path):
 
 
 def test_missing_source_data_names_the_key_and_the_layout(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"<source_data>/cifar-10-batches-py.*Set source_data="):
+    layout = r"<source_data>/cifar-10-batches-py.*Set source_data="
+    with pytest.raises(FileNotFoundError, match=layout):
         source_data_provider("cifar10c", tmp_path / "nowhere")(10)
     with pytest.raises(ValueError, match="no clean source split"):
         source_data_provider("tinyimagenetc", tmp_path)(10)
