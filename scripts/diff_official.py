@@ -134,7 +134,7 @@ def build(method: str, off: dict, source: torch.nn.Module, args) -> tuple:
     elif method in ("ETA", "EATA"):
         alpha = args.fisher_alpha if method == "EATA" else 0.0
         sgd = functools.partial(torch.optim.SGD, lr=2.5e-4, momentum=0.9)
-        ours = EATA(ours_model, ctx, sgd, e_margin=E_MARGIN, d_margin=D_MARGIN,
+        ours = EATA(ours_model, context=ctx, optim=sgd, e_margin=E_MARGIN, d_margin=D_MARGIN,
                     fisher_alpha=alpha, fisher_size=args.fisher_size)  # fmt: skip
         model = off["eata"].configure_model(model)
         params, _ = off["eata"].collect_params(model)
@@ -148,7 +148,9 @@ def build(method: str, off: dict, source: torch.nn.Module, args) -> tuple:
     else:  # SAR: recovery=official (as sar.py) or, for SAR-fresh, ttabench's default
         sgd = functools.partial(torch.optim.SGD, lr=1e-3, momentum=0.9)
         recovery = "official" if method == "SAR" else "fresh"
-        ours = SAR(ours_model, ctx, sgd, e_margin=E_MARGIN, rho=0.05, recovery=recovery)
+        ours = SAR(
+            ours_model, context=ctx, optim=sgd, e_margin=E_MARGIN, rho=0.05, recovery=recovery
+        )
         model = off["sar"].configure_model(model)
         params, _ = off["sar"].collect_params(model)
         sam = off["sam"].SAM(params, torch.optim.SGD, rho=0.05, lr=1e-3, momentum=0.9)

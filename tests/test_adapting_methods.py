@@ -102,7 +102,9 @@ def test_a_non_finite_loss_is_noted_not_raised():
 
 
 def test_eta_selects_reliable_then_non_redundant_samples():
-    method = EATA(bn_model(), context(), ADAM, e_margin=0.4, d_margin=0.4, fisher_alpha=0)
+    method = EATA(
+        bn_model(), context=context(), optim=ADAM, e_margin=0.4, d_margin=0.4, fisher_alpha=0
+    )
     reference = bn_model()
     x = mixed_batch()
     with torch.no_grad():
@@ -127,7 +129,7 @@ def test_eta_selects_reliable_then_non_redundant_samples():
 
 
 def test_eta_takes_no_step_when_no_sample_is_reliable():
-    method = EATA(bn_model(), context(), ADAM, e_margin=1e-6, fisher_alpha=0)
+    method = EATA(bn_model(), context=context(), optim=ADAM, e_margin=1e-6, fisher_alpha=0)
     before = snapshot(method)
     method(shifted_batch())
     assert not changed(before, snapshot(method)) and method.pop_costs()["backwards"] == 0
@@ -142,8 +144,8 @@ def test_eata_fisher_term_pulls_parameters_toward_the_source():
         """sum F (theta - theta0)^2 after five steps: the distance the term penalises."""
         method = EATA(
             bn_model(),
-            context(source_data=source),
-            functools.partial(torch.optim.SGD, lr=1e-3),
+            context=context(source_data=source),
+            optim=functools.partial(torch.optim.SGD, lr=1e-3),
             e_margin=1.0,
             d_margin=1.0,
             fisher_alpha=alpha,
@@ -159,7 +161,13 @@ def test_eata_fisher_term_pulls_parameters_toward_the_source():
 
 def test_eata_fisher_is_the_mean_squared_gradient_of_self_labelled_cross_entropy():
     source = source_data_provider("embedded", None, 0, 0)
-    method = EATA(bn_model(), context(source_data=source), ADAM, fisher_alpha=1.0, fisher_size=64)
+    method = EATA(
+        bn_model(),
+        context=context(source_data=source),
+        optim=ADAM,
+        fisher_alpha=1.0,
+        fisher_size=64,
+    )
     images, _ = source(64)
     model = bn_model()
     squares = None
@@ -174,21 +182,21 @@ def test_eata_fisher_is_the_mean_squared_gradient_of_self_labelled_cross_entropy
 
 def test_eata_without_source_data_is_a_clear_error():
     with pytest.raises(ValueError, match="source"):
-        EATA(bn_model(), context(), ADAM, fisher_alpha=1.0)
+        EATA(bn_model(), context=context(), optim=ADAM, fisher_alpha=1.0)
 
 
 # -- SAR -------------------------------------------------------------------------------------
 
 
 def test_sar_runs_two_forward_backward_passes_per_step():
-    method = SAR(bn_model(), context(), SGD, e_margin=1.0)
+    method = SAR(bn_model(), context=context(), optim=SGD, e_margin=1.0)
     method(shifted_batch(32))
     costs = method.pop_costs()
     assert (costs["forwards"], costs["backwards"]) == (64, 64)
 
 
 def test_sar_skips_unreliable_samples_but_its_momentum_still_moves():
-    method = SAR(bn_model(), context(), SGD, e_margin=1e-6)
+    method = SAR(bn_model(), context=context(), optim=SGD, e_margin=1e-6)
     method(shifted_batch())
     assert method.pop_costs()["backwards"] == 0
     assert method.loss_ema is None, "no reliable sample: the loss EMA is not updated"
@@ -197,8 +205,8 @@ def test_sar_skips_unreliable_samples_but_its_momentum_still_moves():
 def test_sar_recovers_the_source_model_when_its_loss_ema_falls_below_e_m():
     method = SAR(
         bn_model(),
-        context(),
-        functools.partial(torch.optim.SGD, lr=0.5),
+        context=context(),
+        optim=functools.partial(torch.optim.SGD, lr=0.5),
         e_margin=1.0,
         reset_constant=100.0,
     )
@@ -207,7 +215,12 @@ def test_sar_recovers_the_source_model_when_its_loss_ema_falls_below_e_m():
     assert method.pop_costs()["recoveries"] == 1
     assert not changed(before, snapshot(method)) and method.loss_ema is None
     official = SAR(
-        bn_model(), context(), SGD, e_margin=1.0, reset_constant=100.0, recovery="official"
+        bn_model(),
+        context=context(),
+        optim=SGD,
+        e_margin=1.0,
+        reset_constant=100.0,
+        recovery="official",
     )
     official(shifted_batch())
     assert official.loss_ema is not None, "the official order keeps the EMA"
@@ -219,7 +232,7 @@ def test_sar_leaves_layer4_and_vit_tail_frozen():
     model.layer4 = torch.nn.BatchNorm2d(2)
     model.norm = torch.nn.LayerNorm(2)
     model.fc = torch.nn.Linear(2, 2)
-    method = SAR(model, context(), SGD)
+    method = SAR(model, context=context(), optim=SGD)
     assert [n for n, _ in method.trainable()] == ["layer3.weight", "layer3.bias"]
 
 
@@ -228,7 +241,7 @@ def test_sar_leaves_layer4_and_vit_tail_frozen():
 
 @pytest.mark.parametrize("side", [32, 30])
 def test_deyo_view_permutes_whole_patches(side):
-    method = DeYO(bn_model(), context(), ADAM)
+    method = DeYO(bn_model(), context=context(), optim=ADAM)
     x = torch.rand(2, 3, side, side)
     view = method.shuffled_view(x)
     assert view.shape == x.shape
@@ -243,11 +256,13 @@ def test_deyo_view_permutes_whole_patches(side):
 
 def test_deyo_updates_only_on_samples_whose_prediction_depends_on_shape():
     x = mixed_batch()
-    strict = DeYO(bn_model(), context(), ADAM, margin=1.0, plpd_threshold=1.0)  # PLPD <= 1
+    strict = DeYO(
+        bn_model(), context=context(), optim=ADAM, margin=1.0, plpd_threshold=1.0
+    )  # PLPD <= 1
     before = snapshot(strict)
     strict(x)
     assert not changed(before, snapshot(strict)) and strict.pop_costs()["backwards"] == 0
-    lax = DeYO(bn_model(), context(), ADAM, margin=1.0, plpd_threshold=-1.0)
+    lax = DeYO(bn_model(), context=context(), optim=ADAM, margin=1.0, plpd_threshold=-1.0)
     lax(x)
     costs = lax.pop_costs()
     assert costs["backwards"] == len(x) and costs["forwards"] == 2 * len(x)
@@ -257,7 +272,7 @@ def test_deyo_updates_only_on_samples_whose_prediction_depends_on_shape():
 
 
 def test_lame_moves_no_parameter_and_returns_distributions():
-    method = LAME(load_embedded(), context())
+    method = LAME(load_embedded(), context=context())
     before = snapshot(method)
     out = method(shifted_batch())
     assert not changed(before, snapshot(method))
@@ -281,7 +296,7 @@ def test_lame_matches_its_bound_optimisation_on_a_hand_computed_example():
 
 
 def test_lame_knn_affinity_links_each_point_to_its_nearest_other():
-    method = LAME(load_embedded(), context(), affinity="knn", knn=1)
+    method = LAME(load_embedded(), context=context(), affinity="knn", knn=1)
     feats = torch.tensor([[0.0, 1.0], [0.1, 1.0], [1.0, 0.0]])
     w = method.kernel(feats)
     assert torch.equal(w, torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))

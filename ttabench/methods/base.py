@@ -27,6 +27,7 @@ One base class for every method, gradient-free or not, with or without memories 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -152,6 +153,11 @@ class TTAMethod(nn.Module):
         return costs
 
     # -- helpers for subclasses ---------------------------------------------------------------
+
+    @property
+    def ln_classes(self) -> float:
+        """ln C, the unit of the entropy margins."""
+        return math.log(self.context.num_classes)
 
     def count_forwards(self, module: nn.Module) -> None:
         """Count every sample that passes through ``module`` (a teacher, an anchor, ...)."""

@@ -18,13 +18,14 @@ that per-channel affine map, so the view is the official one.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ttabench.methods.base import MethodContext, OptimizerFactory, TTAMethod
-from ttabench.methods.entropy import margin as ln_c_fraction
-from ttabench.methods.entropy import norm_affine, softmax_entropy
+from ttabench.methods.base import TTAMethod
+from ttabench.methods.entropy import ln_c_fraction, norm_affine, softmax_entropy
 from ttabench.methods.sar import SAR_FROZEN
 
 AUGMENTATIONS = ("patch", "pixel")
@@ -46,9 +47,6 @@ class DeYO(TTAMethod):
     def __init__(
         self,
         model: nn.Module,
-        context: MethodContext | None = None,
-        optim: OptimizerFactory | None = None,
-        steps: int = 1,
         margin: float = 0.5,
         margin_e0: float = 0.4,
         plpd_threshold: float = 0.2,
@@ -57,10 +55,10 @@ class DeYO(TTAMethod):
         reweight_ent: bool = True,
         reweight_plpd: bool = True,
         frozen: tuple[str, ...] = SAR_FROZEN,
+        **base: Any,
     ) -> None:
-        context = context or MethodContext()
-        self.tau_ent = ln_c_fraction(margin, context.num_classes, "margin")
-        self.e0 = ln_c_fraction(margin_e0, context.num_classes, "margin_e0")
+        self.margin = ln_c_fraction(margin, "margin")
+        self.margin_e0 = ln_c_fraction(margin_e0, "margin_e0")
         if aug not in AUGMENTATIONS:
             raise ValueError(f"method.aug={aug!r} is unknown; valid: {', '.join(AUGMENTATIONS)}")
         if int(patch_len) < 1 or not -1.0 <= plpd_threshold <= 1.0:
@@ -71,7 +69,7 @@ class DeYO(TTAMethod):
         self.plpd_threshold, self.patch_len, self.aug = float(plpd_threshold), int(patch_len), aug
         self.reweight_ent, self.reweight_plpd = float(reweight_ent), float(reweight_plpd)
         self.frozen = tuple(frozen)
-        super().__init__(model, context, optim, steps)
+        super().__init__(model, **base)
 
     def trainable(self) -> list[tuple[str, nn.Parameter]]:
         return norm_affine(self.model, "deyo", self.frozen, bn2d_ln_gn_only=True)
@@ -80,7 +78,7 @@ class DeYO(TTAMethod):
     def forward_and_adapt(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.model(x)
         entropy = softmax_entropy(logits)
-        keep = torch.nonzero(entropy < self.tau_ent).flatten()
+        keep = torch.nonzero(entropy < self.margin * self.ln_classes).flatten()
         if not len(keep):
             return logits.detach()
         probs = logits[keep].softmax(1)
@@ -93,7 +91,8 @@ class DeYO(TTAMethod):
             return logits.detach()
         chosen, plpd = entropy[keep][keep2], plpd[keep2].detach()
         if self.reweight_ent or self.reweight_plpd:
-            weight = self.reweight_ent * torch.exp(self.e0 - chosen.detach())
+            e0 = self.margin_e0 * self.ln_classes
+            weight = self.reweight_ent * torch.exp(e0 - chosen.detach())
             chosen = chosen * (weight + self.reweight_plpd * torch.exp(plpd))
         self.backward(chosen.mean(0), len(keep2))
         self.optimizer.step()

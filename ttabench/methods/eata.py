@@ -19,12 +19,14 @@ model already configured (test-batch statistics), once, before the stream.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ttabench.methods.base import MethodContext, OptimizerFactory, TTAMethod
-from ttabench.methods.entropy import margin, norm_affine, softmax_entropy
+from ttabench.methods.base import TTAMethod
+from ttabench.methods.entropy import ln_c_fraction, norm_affine, softmax_entropy
 
 
 class EATA(TTAMethod):
@@ -42,17 +44,14 @@ class EATA(TTAMethod):
     def __init__(
         self,
         model: nn.Module,
-        context: MethodContext | None = None,
-        optim: OptimizerFactory | None = None,
-        steps: int = 1,
         e_margin: float = 0.4,
         d_margin: float = 0.05,
         fisher_alpha: float = 2000.0,
         fisher_size: int = 2000,
         ema: float = 0.9,
+        **base: Any,
     ) -> None:
-        context = context or MethodContext()
-        self.e0 = margin(e_margin, context.num_classes, "e_margin")
+        self.e_margin = ln_c_fraction(e_margin, "e_margin")
         if not 0.0 < d_margin <= 1.0:
             raise ValueError(f"method.d_margin is a cosine bound in (0, 1], got {d_margin}")
         if fisher_alpha < 0 or (fisher_alpha > 0 and int(fisher_size) < 1):
@@ -64,7 +63,11 @@ class EATA(TTAMethod):
             raise ValueError(f"method.ema must be in [0, 1), got {ema}")
         self.d_margin, self.fisher_alpha = float(d_margin), float(fisher_alpha)
         self.fisher_size, self.ema = int(fisher_size), float(ema)
-        super().__init__(model, context, optim, steps)
+        super().__init__(model, **base)
+
+    @property
+    def e0(self) -> float:
+        return self.e_margin * self.ln_classes
 
     def trainable(self) -> list[tuple[str, nn.Parameter]]:
         return norm_affine(self.model, "eata")

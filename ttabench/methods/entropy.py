@@ -8,7 +8,6 @@ UnMix-TNS's affine parameters and ``norm=bn`` the BatchNorm ones.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -23,12 +22,12 @@ def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(logits.softmax(1) * logits.log_softmax(1)).sum(1)
 
 
-def margin(fraction: float, num_classes: int, key: str) -> float:
-    """``fraction * ln C`` (EATA's E0 = 0.4 ln C); ``fraction`` must lie in (0, 1] because the
-    entropy never exceeds ln C."""
+def ln_c_fraction(fraction: float, key: str) -> float:
+    """A margin given as a fraction of ln C (EATA's E0 = 0.4 ln C), checked: it must lie in
+    (0, 1] because the entropy never exceeds ln C."""
     if not 0.0 < float(fraction) <= 1.0:
         raise ValueError(f"method.{key} is a fraction of ln C in (0, 1], got {fraction}")
-    return float(fraction) * math.log(num_classes)
+    return float(fraction)
 
 
 def wrapped_name(name: str) -> str:

@@ -17,11 +17,13 @@ k = 1) has no neighbour information and is taken as W = 0, so Y = p.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ttabench.methods.base import MethodContext, OptimizerFactory, TTAMethod
+from ttabench.methods.base import TTAMethod
 from ttabench.models.features import classifier_of, features_and_logits
 
 AFFINITIES = ("rbf", "knn", "linear")
@@ -40,13 +42,11 @@ class LAME(TTAMethod):
     def __init__(
         self,
         model: nn.Module,
-        context: MethodContext | None = None,
-        optim: OptimizerFactory | None = None,
-        steps: int = 1,
         affinity: str = "rbf",
         knn: int = 5,
         force_symmetry: bool = False,
         max_steps: int = 100,
+        **base: Any,
     ) -> None:
         if affinity not in AFFINITIES:
             raise ValueError(
@@ -56,7 +56,7 @@ class LAME(TTAMethod):
             raise ValueError(f"method=lame needs knn >= 1 and max_steps >= 1 ({knn}, {max_steps})")
         self.affinity, self.knn = affinity, int(knn)
         self.force_symmetry, self.max_steps = bool(force_symmetry), int(max_steps)
-        super().__init__(model, context, optim, steps)
+        super().__init__(model, **base)
         self.classifier = [classifier_of(self.model)]  # a list: not a submodule of the method
 
     @torch.no_grad()

@@ -24,12 +24,13 @@ buffers, and stores e again after the reset, so further recoveries can follow at
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 from torch import nn
 
-from ttabench.methods.base import MethodContext, OptimizerFactory, TTAMethod
-from ttabench.methods.entropy import margin, norm_affine, softmax_entropy
+from ttabench.methods.base import TTAMethod
+from ttabench.methods.entropy import ln_c_fraction, norm_affine, softmax_entropy
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +54,15 @@ class SAR(TTAMethod):
     def __init__(
         self,
         model: nn.Module,
-        context: MethodContext | None = None,
-        optim: OptimizerFactory | None = None,
-        steps: int = 1,
         e_margin: float = 0.4,
         rho: float = 0.05,
         reset_constant: float = 0.2,
         ema: float = 0.9,
         recovery: str = "fresh",
         frozen: tuple[str, ...] = SAR_FROZEN,
+        **base: Any,
     ) -> None:
-        context = context or MethodContext()
-        self.e0 = margin(e_margin, context.num_classes, "e_margin")
+        self.e_margin = ln_c_fraction(e_margin, "e_margin")
         if rho < 0 or reset_constant < 0 or not 0.0 <= ema < 1.0:
             raise ValueError(
                 f"method=sar needs rho >= 0, reset_constant >= 0 and 0 <= ema < 1 (got rho="
@@ -76,7 +74,11 @@ class SAR(TTAMethod):
         self.recovery = recovery
         self.frozen = tuple(frozen)
         self.loss_ema: float | None = None
-        super().__init__(model, context, optim, steps)
+        super().__init__(model, **base)
+
+    @property
+    def e0(self) -> float:
+        return self.e_margin * self.ln_classes
 
     def trainable(self) -> list[tuple[str, nn.Parameter]]:
         return norm_affine(self.model, "sar", self.frozen, bn2d_ln_gn_only=True)
