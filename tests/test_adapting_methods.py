@@ -346,7 +346,7 @@ def test_dataset_defaults_are_picked_and_the_command_line_wins():
         ("method.optim.lr=-1", "method.optim: Invalid learning rate"),
         ("method.optim._target_=torch.optim.Adamm", "not a torch optimizer; valid: .*Adam"),
         ("method.e_margin=1.5", "e_margin is a fraction of ln C"),
-        ("method.steps=0", "steps must be an integer >= 1"),
+        ("method.steps=0", "method.steps must be >= 1"),
     ],
 )
 def test_bad_knobs_are_one_clear_line_before_any_batch(override, message, tmp_path):
@@ -366,3 +366,106 @@ def test_a_norm_preset_method_with_another_norm_is_a_clear_error():
     with pytest.raises(ValueError, match="method=bn is the norm-only preset"):
         make_method("method=bn", "norm=unmix")
     make_method("method=unmix", "norm=unmix_imagenet", "stream.batch_size=16")  # its own preset
+
+
+# -- review additions: SAM's step, momentum, stateful norms, exact distances, hostile knobs ------
+
+
+def test_sar_steps_with_the_gradient_taken_at_the_sam_perturbed_weights():
+    x = mixed_batch()
+    method = SAR(
+        bn_model(),
+        context=context(),
+        optim=functools.partial(torch.optim.SGD, lr=1.0),
+        e_margin=1.0,
+    )
+    theta = [p.detach().clone() for p in method.trained]
+    method(x)
+    reference = bn_model()
+    params = [p for _, p in norm_parameters(reference)]
+    softmax_entropy(reference(x)).mean().backward()
+    g = [p.grad.clone() for p in params]
+    norm = torch.linalg.vector_norm(torch.stack([t.norm() for t in g]))
+    with torch.no_grad():
+        for p, t in zip(params, g, strict=True):
+            p.add_(0.05 * t / (norm + 1e-12))
+    reference.zero_grad()
+    softmax_entropy(reference(x)).mean().backward()  # all samples stay below ln C
+    for p, start, trained in zip(params, theta, method.trained, strict=True):
+        assert torch.allclose(trained, start - p.grad, atol=1e-5)
+
+
+def test_sar_momentum_moves_the_weights_on_a_batch_without_reliable_samples():
+    method = SAR(bn_model(), context=context(), optim=SGD, e_margin=1.0)
+    method(mixed_batch())
+    method.e_margin = 1e-9  # nothing reliable from now on
+    before = snapshot(method)
+    method(mixed_batch())
+    assert method.pop_costs()["backwards"] == 64 and changed(before, snapshot(method))
+
+
+@pytest.mark.parametrize("name", ["eata", "sar", "deyo"])
+def test_auxiliary_passes_leave_a_stateful_norm_to_the_test_batch(name):
+    """EATA's Fisher pass, SAR's second pass and DeYO's shuffled view must not move norm=ema's
+    running statistics: after one batch they equal those of the norm alone on that batch."""
+    extra = ["method.fisher_size=64", "method.e_margin=1.0"] if name == "eata" else []
+    method = make_method(f"method={name}", "norm=ema", *extra)
+    alone = make_method("method=ema")
+    x = mixed_batch()
+    torch.manual_seed(0)
+    method(x)
+    alone(x)
+    stats = {k: v for k, v in alone.model.state_dict().items() if "running" in k}
+    assert stats and all(torch.equal(method.model.state_dict()[k], v) for k, v in stats.items())
+
+
+def test_deyo_forwards_its_view_for_the_confident_samples_only():
+    x = mixed_batch()
+    with torch.no_grad():
+        entropy = softmax_entropy(bn_model()(x))
+    fraction = float(entropy.median()) / math.log(10)  # about half the batch is confident
+    confident = int((entropy < fraction * math.log(10)).sum())
+    assert 0 < confident < len(x)
+    method = DeYO(bn_model(), context=context(), optim=ADAM, margin=fraction)
+    method(x)
+    assert method.pop_costs()["forwards"] == len(x) + confident
+
+
+def test_lame_rbf_with_k1_on_a_large_batch_falls_back_to_the_model_probabilities():
+    method = LAME(load_embedded(), context=context(), knn=1)
+    x = torch.rand(40, 3, 32, 32)
+    with torch.no_grad():
+        p = method.model(x).softmax(1)
+    assert torch.allclose(method(x), p, atol=1e-6)
+
+
+def test_a_deleted_key_stays_deleted_under_the_dataset_table():
+    from ttabench.methods.defaults import apply_dataset_defaults
+
+    from .conftest import compose_run
+
+    cfg = compose_run(
+        "method=tent", "dataset=cifar10c", "method.optim._target_=torch.optim.SGD",
+        "~method.optim.betas",
+    )  # fmt: skip
+    apply_dataset_defaults(cfg, cfg.hydra.overrides.task)
+    assert cfg.method.optim._target_ == "torch.optim.SGD" and "betas" not in cfg.method.optim
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("method.rho=abc", "method.rho must be a number"),
+        ("method.frozen=layer4", "method.frozen must be a list"),
+        ("method.optim=5", "method.optim must be a node"),
+        ("method.optim.lr=abc", "method.optim.lr must be a number"),
+    ],
+)
+def test_hostile_knob_types_are_one_clear_line(override, message, tmp_path):
+    from ttabench.run import run
+
+    from .conftest import compose_run
+
+    with pytest.raises(ValueError, match=message):
+        run(compose_run("method=sar", override), tmp_path)
+    assert "failed" in (tmp_path / "summary.csv").read_text()

@@ -49,7 +49,11 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> pd.DataFrame:
     """
     run_dir = Path(run_dir) if run_dir else Path(HydraConfig.get().runtime.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    method_defaults = apply_dataset_defaults(cfg, _overrides(cfg))
+    try:
+        method_defaults = apply_dataset_defaults(cfg, _overrides(cfg))
+    except ValueError as exc:  # a bad method knob: recorded (a sweep's report shows it), raised
+        _write_summary(run_dir, None, StreamRecord(), _meta(cfg) | _failed(run_dir, exc))
+        raise
     own = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])  # hydra's needs HydraConfig
     if cfg.get("resume", True):
         state = run_state(run_dir)

@@ -82,18 +82,17 @@ class TTAMethod(nn.Module):
         steps: int = 1,
     ) -> None:
         super().__init__()
-        if int(steps) != steps or steps < 1:
-            raise ValueError(f"method.steps must be an integer >= 1, got {steps}")
+        self.steps = knob(steps, "steps", int, low=1)
         self.model = model
         self.context = context or MethodContext()
-        self.steps = int(steps)
         self.forwards = self.backwards = self.recoveries = 0
         self._nonfinite_loss: torch.Tensor | None = None
         self.count_forwards(self.model)
         self.configure()
-        params = [p for _, p in self.trainable()]
-        self.optimizer = self._make_optimizer(optim, params) if params else None
+        self.trained = [p for _, p in self.trainable()]  # what the optimizer updates, in order
+        self.optimizer = self._make_optimizer(optim, self.trained) if self.trained else None
         self.prepare()
+        self.to(_device_of(model))  # state made in prepare (EATA's m) lives with the model
         self._initial_state = copy.deepcopy(self.state_dict())
         self._initial_optimizer = copy.deepcopy(self.optimizer_state())
         self.forwards = self.backwards = self.recoveries = 0
@@ -195,3 +194,33 @@ class TTAMethod(nn.Module):
             return optim(params)
         except (ValueError, TypeError) as exc:  # torch's own checks: "Invalid learning rate"
             raise ValueError(f"method.optim: {exc}") from None
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    if first is None:
+        first = next(model.buffers(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def knob(
+    value: Any,
+    key: str,
+    kind: type = float,
+    low: float = float("-inf"),
+    high: float | None = None,
+) -> Any:
+    """``value`` as ``kind`` (float or int) within [low, high], or one clear line naming
+    ``method.<key>`` (values come from YAML or the command line, so may be strings)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = None
+    bad = number is None or math.isnan(number) or isinstance(value, bool)
+    if bad or (kind is int and not number.is_integer()):
+        what = "an integer" if kind is int else "a number"
+        raise ValueError(f"method.{key} must be {what}, got {value!r}")
+    if number < low or (high is not None and number > high):
+        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"method.{key} must be {bounds}, got {value!r}")
+    return kind(number)

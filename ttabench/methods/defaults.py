@@ -40,12 +40,17 @@ def apply_dataset_defaults(cfg: DictConfig, overrides: Sequence[str]) -> str | N
     with open_dict(method):
         name = str(cfg.dataset.get("name", ""))
         entry = table.get(name)
-        user = [k for k in _override_keys(overrides) if k.startswith("method.")]
-        kept = {k: OmegaConf.select(cfg, k) for k in user if k != f"method.{TABLE}"}
+        keys, deleted = _override_keys(overrides)
+        kept = {k: OmegaConf.select(cfg, k) for k in keys if k != f"method.{TABLE}"}
         for key, value in (entry or {}).items():
             method[key] = value
         for key, value in kept.items():
             OmegaConf.update(cfg, key, value, merge=False, force_add=True)
+        for key in deleted:  # ~method.optim.betas: gone from the table's node too
+            parent, _, leaf = key.rpartition(".")
+            node = OmegaConf.select(cfg, parent)
+            if isinstance(node, DictConfig) and leaf in node:
+                del node[leaf]
         del method[TABLE]
     check_optimizer(method.get("optim"))
     if entry is None and name != "embedded":
@@ -63,6 +68,14 @@ def check_optimizer(optim: DictConfig | None) -> None:
     valid ones, instead of Hydra's import traceback."""
     if optim is None:
         return
+    if not isinstance(optim, DictConfig):
+        raise ValueError(
+            f"method.optim must be a node like {{_target_: torch.optim.Adam, _partial_: true, "
+            f"lr: 1e-3}}, got {optim!r}"
+        )
+    lr = optim.get("lr", 0.0)
+    if isinstance(lr, bool) or not isinstance(lr, int | float):
+        raise ValueError(f"method.optim.lr must be a number, got {lr!r}")
     target = str(optim.get("_target_", ""))
     module, _, name = target.rpartition(".")
     try:
@@ -85,6 +98,11 @@ def check_optimizer(optim: DictConfig | None) -> None:
         raise ValueError("method.optim needs _partial_: true (the method passes the parameters)")
 
 
-def _override_keys(overrides: Sequence[str]) -> list[str]:
+def _override_keys(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The ``method.*`` keys set and deleted (``~key``) on the command line."""
     parsed = OverridesParser.create().parse_overrides(list(overrides))
-    return [o.key_or_group for o in parsed if not o.is_delete()]
+    method = [o for o in parsed if o.key_or_group.startswith("method.")]
+    return (
+        [o.key_or_group for o in method if not o.is_delete()],
+        [o.key_or_group for o in method if o.is_delete()],
+    )

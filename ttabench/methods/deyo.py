@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ttabench.methods.base import TTAMethod
-from ttabench.methods.entropy import ln_c_fraction, norm_affine, softmax_entropy
+from ttabench.methods.base import TTAMethod, knob
+from ttabench.methods.entropy import ln_c_fraction, name_patterns, norm_affine, softmax_entropy
 from ttabench.methods.sar import SAR_FROZEN
+from ttabench.norms.base import statistics_frozen
 
 AUGMENTATIONS = ("patch", "pixel")
 
@@ -61,14 +62,10 @@ class DeYO(TTAMethod):
         self.margin_e0 = ln_c_fraction(margin_e0, "margin_e0")
         if aug not in AUGMENTATIONS:
             raise ValueError(f"method.aug={aug!r} is unknown; valid: {', '.join(AUGMENTATIONS)}")
-        if int(patch_len) < 1 or not -1.0 <= plpd_threshold <= 1.0:
-            raise ValueError(
-                f"method=deyo needs patch_len >= 1 and plpd_threshold in [-1, 1] (got "
-                f"{patch_len}, {plpd_threshold})"
-            )
-        self.plpd_threshold, self.patch_len, self.aug = float(plpd_threshold), int(patch_len), aug
+        self.plpd_threshold = knob(plpd_threshold, "plpd_threshold", low=-1.0, high=1.0)
+        self.patch_len, self.aug = knob(patch_len, "patch_len", int, low=1), aug
         self.reweight_ent, self.reweight_plpd = float(reweight_ent), float(reweight_plpd)
-        self.frozen = tuple(frozen)
+        self.frozen = name_patterns(frozen)
         super().__init__(model, **base)
 
     def trainable(self) -> list[tuple[str, nn.Parameter]]:
@@ -82,7 +79,7 @@ class DeYO(TTAMethod):
         if not len(keep):
             return logits.detach()
         probs = logits[keep].softmax(1)
-        with torch.no_grad():
+        with torch.no_grad(), statistics_frozen(self.model):  # a made-up view: no stats update
             probs_view = self.model(self.shuffled_view(x[keep].detach())).softmax(1)
         pseudo = probs.argmax(1, keepdim=True)
         plpd = (probs.gather(1, pseudo) - probs_view.gather(1, pseudo)).flatten()

@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ttabench.methods.base import TTAMethod
+from ttabench.methods.base import TTAMethod, knob
 from ttabench.methods.entropy import ln_c_fraction, norm_affine, softmax_entropy
+from ttabench.norms.base import statistics_frozen
 
 
 class EATA(TTAMethod):
@@ -52,17 +53,10 @@ class EATA(TTAMethod):
         **base: Any,
     ) -> None:
         self.e_margin = ln_c_fraction(e_margin, "e_margin")
-        if not 0.0 < d_margin <= 1.0:
-            raise ValueError(f"method.d_margin is a cosine bound in (0, 1], got {d_margin}")
-        if fisher_alpha < 0 or (fisher_alpha > 0 and int(fisher_size) < 1):
-            raise ValueError(
-                f"method.fisher_alpha must be >= 0 and method.fisher_size >= 1 when it is > 0 "
-                f"(got {fisher_alpha}, {fisher_size})"
-            )
-        if not 0.0 <= ema < 1.0:
-            raise ValueError(f"method.ema must be in [0, 1), got {ema}")
-        self.d_margin, self.fisher_alpha = float(d_margin), float(fisher_alpha)
-        self.fisher_size, self.ema = int(fisher_size), float(ema)
+        self.d_margin = knob(d_margin, "d_margin", low=1e-12, high=1.0)  # a cosine bound
+        self.fisher_alpha = knob(fisher_alpha, "fisher_alpha", low=0.0)
+        self.fisher_size = knob(fisher_size, "fisher_size", int, low=1)
+        self.ema = knob(ema, "ema", low=0.0, high=0.999999)
         super().__init__(model, **base)
 
     @property
@@ -117,7 +111,7 @@ class EATA(TTAMethod):
         return sum(  # alpha inside the sum, in parameter order: the official rounding
             self.fisher_alpha
             * (getattr(self, f"fisher_{i}") * (p - getattr(self, f"anchor_{i}")) ** 2).sum()
-            for i, (_, p) in enumerate(self.trainable())
+            for i, p in enumerate(self.trained)
         )
 
     def _estimate_fisher(self) -> None:
@@ -126,10 +120,10 @@ class EATA(TTAMethod):
             raise ValueError("method=eata needs clean source samples for its Fisher term")
         images, _ = self.context.source_data(self.fisher_size)
         device = next(self.model.parameters()).device
-        params = [p for _, p in self.trainable()]
+        params = self.trained
         sums = [torch.zeros_like(p) for p in params]
         batches = torch.split(images, max(1, int(self.context.batch_size)))
-        with torch.enable_grad():
+        with torch.enable_grad(), statistics_frozen(self.model):  # source data: no test stats
             for batch in batches:
                 x = batch.to(device).float().div_(255)
                 logits = self.model(x)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ttabench.methods.base import knob
 from ttabench.norms.base import NormLayer, norm_parameters
 
 
@@ -25,9 +26,17 @@ def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
 def ln_c_fraction(fraction: float, key: str) -> float:
     """A margin given as a fraction of ln C (EATA's E0 = 0.4 ln C), checked: it must lie in
     (0, 1] because the entropy never exceeds ln C."""
-    if not 0.0 < float(fraction) <= 1.0:
+    value = knob(fraction, key)
+    if not 0.0 < value <= 1.0:
         raise ValueError(f"method.{key} is a fraction of ln C in (0, 1], got {fraction}")
-    return float(fraction)
+    return value
+
+
+def name_patterns(value: Sequence[str], key: str = "frozen") -> tuple[str, ...]:
+    """A list of module-name patterns, checked (a bare string would be split into letters)."""
+    if isinstance(value, str) or not all(isinstance(s, str) for s in value):
+        raise ValueError(f"method.{key} must be a list of module-name patterns, got {value!r}")
+    return tuple(value)
 
 
 def wrapped_name(name: str) -> str:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ttabench.methods.base import TTAMethod
+from ttabench.methods.base import TTAMethod, knob
 from ttabench.models.features import classifier_of, features_and_logits
 
 AFFINITIES = ("rbf", "knn", "linear")
@@ -52,10 +52,9 @@ class LAME(TTAMethod):
             raise ValueError(
                 f"method.affinity={affinity!r} is unknown; valid: {', '.join(AFFINITIES)}"
             )
-        if int(knn) < 1 or int(max_steps) < 1:
-            raise ValueError(f"method=lame needs knn >= 1 and max_steps >= 1 ({knn}, {max_steps})")
-        self.affinity, self.knn = affinity, int(knn)
-        self.force_symmetry, self.max_steps = bool(force_symmetry), int(max_steps)
+        self.affinity, self.knn = affinity, knob(knn, "knn", int, low=1)
+        self.force_symmetry = bool(force_symmetry)
+        self.max_steps = knob(max_steps, "max_steps", int, low=1)
         super().__init__(model, **base)
         self.classifier = [classifier_of(self.model)]  # a list: not a submodule of the method
 
@@ -73,7 +72,9 @@ class LAME(TTAMethod):
         if self.affinity == "linear":
             return feats @ feats.t()
         n = feats.shape[0]
-        dist = torch.cdist(feats, feats)
+        # Exact distances (the official norm of differences): cdist's matrix-product path
+        # leaves self-distances of ~1e-3, which would break the sigma = 0 guard and kNN.
+        dist = torch.cdist(feats, feats, compute_mode="donot_use_mm_for_euclid_dist")
         if self.affinity == "knn":
             nearest = dist.topk(min(self.knn + 1, n), dim=1, largest=False).indices[:, 1:]
             return torch.zeros_like(dist).scatter_(1, nearest, 1.0)

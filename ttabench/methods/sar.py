@@ -29,8 +29,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ttabench.methods.base import TTAMethod
-from ttabench.methods.entropy import ln_c_fraction, norm_affine, softmax_entropy
+from ttabench.methods.base import TTAMethod, knob
+from ttabench.methods.entropy import ln_c_fraction, name_patterns, norm_affine, softmax_entropy
+from ttabench.norms.base import statistics_frozen
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +64,13 @@ class SAR(TTAMethod):
         **base: Any,
     ) -> None:
         self.e_margin = ln_c_fraction(e_margin, "e_margin")
-        if rho < 0 or reset_constant < 0 or not 0.0 <= ema < 1.0:
-            raise ValueError(
-                f"method=sar needs rho >= 0, reset_constant >= 0 and 0 <= ema < 1 (got rho="
-                f"{rho}, reset_constant={reset_constant}, ema={ema})"
-            )
-        self.rho, self.reset_constant, self.ema = float(rho), float(reset_constant), float(ema)
+        self.rho = knob(rho, "rho", low=0.0)
+        self.reset_constant = knob(reset_constant, "reset_constant", low=0.0)
+        self.ema = knob(ema, "ema", low=0.0, high=0.999999)
         if recovery not in RECOVERIES:
             raise ValueError(f"method.recovery={recovery!r}; valid: {', '.join(RECOVERIES)}")
         self.recovery = recovery
-        self.frozen = tuple(frozen)
+        self.frozen = name_patterns(frozen)
         self.loss_ema: float | None = None
         super().__init__(model, **base)
 
@@ -88,14 +86,15 @@ class SAR(TTAMethod):
 
     @torch.enable_grad()
     def forward_and_adapt(self, x: torch.Tensor) -> torch.Tensor:
-        params = [p for _, p in self.trainable()]
+        params = self.trained
         self.optimizer.zero_grad()
         logits = self.model(x)
         entropy = softmax_entropy(logits)
         reliable = torch.nonzero(entropy < self.e0).flatten()
         self.backward(_mean_or_zero(entropy[reliable]), len(reliable))
         saved = self._sam_ascent(params)
-        entropy2 = softmax_entropy(self.model(x))[reliable]
+        with statistics_frozen(self.model):  # the same batch again: no second stats update
+            entropy2 = softmax_entropy(self.model(x))[reliable]
         kept = entropy2[entropy2 < self.e0]
         loss2 = _mean_or_zero(kept)
         if len(kept):

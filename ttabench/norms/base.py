@@ -17,7 +17,8 @@ only on its memory batch) toggles ``adapt`` with ``set_adapt`` instead of relyin
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -187,3 +188,19 @@ def set_adapt(model: nn.Module, adapt: bool) -> int:
     for layer in layers:
         layer.adapt = adapt
     return len(layers)
+
+
+@contextmanager
+def statistics_frozen(model: nn.Module) -> Iterator[None]:
+    """Forward passes inside do not move any :class:`NormLayer`'s test-time statistics: for a
+    method's auxiliary passes (EATA's Fisher on source data, DeYO's shuffled view, SAR's second
+    pass), so a stateful norm (unmix, ema, rbn) is updated once per test batch, by test data."""
+    layers = [m for m in model.modules() if isinstance(m, NormLayer)]
+    before = [layer.adapt for layer in layers]
+    for layer in layers:
+        layer.adapt = False
+    try:
+        yield
+    finally:
+        for layer, adapt in zip(layers, before, strict=True):
+            layer.adapt = adapt
