@@ -47,9 +47,12 @@ pretrain: $(STAMP) ## retrain the shipped embedded model (writes ttabench/models
 clean: ## remove run outputs and caches (not the venv)
 	rm -rf outputs build *.egg-info .pytest_cache .ruff_cache
 
-.PHONY: reference reference-quick
+.PHONY: reference reference-quick reference-methods
 reference: $(STAMP) ## regenerate results/ (reference grid: hours on 2 CPU cores; rerun to resume)
 	$(PY) scripts/reference_results.py --launcher joblib --n-jobs 2
+
+reference-methods: $(STAMP) ## the adapting methods' grid into results/methods/ (about an hour; rerun to resume)
+	$(PY) scripts/reference_results.py --grid methods --launcher joblib --n-jobs 2 --n-per-domain 1000
 
 reference-quick: $(STAMP) ## the same pipeline on a tiny dataset, into outputs/reference_quick/
 	$(PY) scripts/reference_results.py --quick

@@ -143,7 +143,7 @@ def write_method_tables(runs, out: Path) -> dict[str, str]:
             texts[f"methods_norm={norm}.md"] = _markdown(
                 chosen, ["method"], "stream", ADAPTING_ORDER
             )
-    texts["costs.md"] = cost_table(runs)
+    texts["methods_costs.md"] = cost_table(runs)
     for name, text in texts.items():
         (out / "tables" / name).write_text(text + "\n")
     return texts
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         readme = out.parent / "README.md" if not args.quick else out / "README.md"
         markers = ("<!-- methods:begin -->", "<!-- methods:end -->")
         write_readme(out, texts, [], command, readme, markers, "Adapting methods", "methods_")
-        print(texts["costs.md"])
+        print(texts["methods_costs.md"])
         figures = []
     else:
         texts = write_tables(rel, out)
