@@ -469,3 +469,21 @@ def test_hostile_knob_types_are_one_clear_line(override, message, tmp_path):
     with pytest.raises(ValueError, match=message):
         run(compose_run("method=sar", override), tmp_path)
     assert "failed" in (tmp_path / "summary.csv").read_text()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", METHODS)
+def test_every_method_adapts_on_cuda(name):
+    """Method state (EATA's m, Fisher) must live with the model: two batches on the GPU."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from ttabench.methods.defaults import apply_dataset_defaults
+    from ttabench.run import build_method
+
+    from .conftest import compose_run
+
+    cfg = compose_run(f"method={name}", *(["method.fisher_size=64"] if "eata" in name else []))
+    apply_dataset_defaults(cfg, cfg.hydra.overrides.task)
+    method = build_method(cfg, 10, "cuda")
+    for x in (mixed_batch(), shifted_batch()):
+        assert torch.isfinite(method(x.cuda())).all()
