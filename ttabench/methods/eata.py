@@ -73,10 +73,6 @@ class EATA(TTAMethod):
         if self.fisher_alpha > 0:
             self._estimate_fisher()
 
-    def reset_state(self) -> None:
-        self.has_probs_ema.fill_(False)
-        self.probs_ema.zero_()
-
     @torch.enable_grad()
     def forward_and_adapt(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.model(x)
