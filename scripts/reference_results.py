@@ -71,6 +71,10 @@ ADAPTING_ORDER = {
     "stream": list(ADAPTING_STREAMS),
     "norm": ["source", *ADAPTING_NORMS],
 }
+# The memory and teacher methods' grid (--grid memory): each under its own norm and under unmix.
+MEMORY = ("source", "bn", "tent", "rotta", "note", "cotta", "roid")
+MEMORY_STREAMS = ("iid", "dirichlet", "ptta", "mixed_dirichlet")
+MEMORY_ORDER = {"method": list(MEMORY), "stream": list(MEMORY_STREAMS)}
 COSTS = {  # summary column -> table column
     "forwards_per_sample": "forwards / sample",
     "backwards_per_sample": "backwards / sample",
@@ -103,6 +107,22 @@ def method_sweeps(seeds, n_per_domain: int, quick: bool) -> list[list[str]]:
         [f"method={','.join(ADAPTING)}", norms, *common],
         ["method=source,lame", "norm=source", *common],
     ]
+
+
+def memory_sweeps(seeds, n_per_domain: int, quick: bool) -> list[list[str]]:
+    """The memory methods' grid: native norms (each method's YAML default; source = frozen,
+    bn = test-batch BN), the same under ``norm=unmix`` (source + unmix = UnMix-TNS alone), and
+    NOTE on its IABN-trained twin, each over the streams and Dirichlet delta 0.01."""
+    adapting = "tent,rotta,note,cotta,roid"
+    common = [f"seed={','.join(map(str, seeds))}"]
+    common += list(QUICK) if quick else [f"dataset.n_per_domain={n_per_domain}"]
+    blocks = [
+        [f"method=source,bn,{adapting}"],
+        [f"method=source,{adapting}", "norm=unmix"],
+        ["method=note", "model=embedded_iabn"],
+    ]
+    streams = [[f"stream={','.join(MEMORY_STREAMS)}"], ["stream=dirichlet", SMALL_DELTA]]
+    return [[*block, *stream, *common] for stream in streams for block in blocks]
 
 
 def run_sweeps(grid: list[list[str]], sweep_dir: Path, launcher: list[str], threads: int) -> None:
@@ -149,19 +169,41 @@ def write_method_tables(runs, out: Path) -> dict[str, str]:
     return texts
 
 
-def cost_table(runs) -> str:
+def write_memory_tables(runs, out: Path) -> dict[str, str]:
+    """Error tables (method x stream) under the native norms and under unmix, NOTE's source
+    models, and the cost table, to ``out/tables/``."""
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    embedded = select(runs, {"model": ["embedded"]})
+    native = embedded[embedded["norm"] != "unmix"]
+    blocks = {
+        "memory_native.md": native,
+        "memory_norm=unmix.md": select(embedded, {"norm": ["unmix"]}),
+    }
+    texts = {
+        name: _markdown(chosen, ["method", "norm"], "stream", MEMORY_ORDER)
+        for name, chosen in blocks.items()
+        if len(chosen)
+    }
+    note = select(runs, {"method": ["note"]})
+    note = note[note["norm"] != "unmix"]
+    if len(note):
+        texts["memory_note_models.md"] = _markdown(note, ["model"], "stream", MEMORY_ORDER)
+    texts["memory_costs.md"] = cost_table(runs, MEMORY)
+    for name, text in texts.items():
+        (out / "tables" / name).write_text(text + "\n")
+    return texts
+
+
+def cost_table(runs, methods=ADAPTING) -> str:
     """Mean cost per (norm, method) over every complete run's ``all`` row (all streams and
     seeds): forwards and backwards per sample, milliseconds per sample, peak RSS, recoveries."""
     rows = runs[(runs["domain"] == "all") & (runs["status"] == "complete")].copy()
     if rows.empty:
         return "no complete run yet"
     rows["seconds_per_sample"] = rows["seconds_per_sample"] * 1000
-    rank = {m: i for i, m in enumerate(ADAPTING)}
+    rank = {m: i for i, m in enumerate(methods)}
     table = rows.groupby(["norm", "method"])[list(COSTS)].mean().reset_index()
-    table = table.sort_values(
-        ["norm", "method"],
-        key=lambda c: c.map(rank) if c.name == "method" else c.map(ADAPTING_ORDER["norm"].index),
-    )
+    table = table.sort_values(["method", "norm"], key=lambda c: c.map(rank).fillna(c))
     table = table.rename(columns=COSTS)
     caption = (
         f"Cost per sample (mean over {len(rows)} complete runs: streams x seeds; method time "
@@ -249,17 +291,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", default=",".join(STREAMS))
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     parser.add_argument("--skip-runs", action="store_true", help="only tables and figures")
-    parser.add_argument("--grid", default="norms", choices=["norms", "methods"])
+    parser.add_argument("--grid", default="norms", choices=["norms", "methods", "memory"])
     parser.add_argument(
-        "--n-per-domain", type=int, default=2000, help="--grid methods: images per domain [2000]"
+        "--n-per-domain",
+        type=int,
+        help="--grid methods / memory: images per domain [2000 / 500]",
     )
     args = parser.parse_args(argv)
-    methods = args.grid == "methods"
-    name = "reference_methods" if methods else "reference"
-    base = ROOT / "outputs" / (f"{name}_quick" if args.quick else name)
-    out = args.out or (base if args.quick else ROOT / "results" / ("methods" if methods else ""))
+    methods = args.grid != "norms"
+    args.n_per_domain = args.n_per_domain or (500 if args.grid == "memory" else 2000)
+    name = {"norms": "reference", "methods": "reference_methods", "memory": "reference_memory"}
+    base = ROOT / "outputs" / (f"{name[args.grid]}_quick" if args.quick else name[args.grid])
+    sub = {"norms": "", "methods": "methods", "memory": "memory"}[args.grid]
+    out = args.out or (base if args.quick else ROOT / "results" / sub)
     sweep_dir = (args.sweep_dir or base / "runs").resolve()
-    if methods:
+    if args.grid == "memory":
+        grid = memory_sweeps(args.seeds.split(","), args.n_per_domain, args.quick)
+    elif methods:
         grid = method_sweeps(args.seeds.split(","), args.n_per_domain, args.quick)
     else:
         grid = sweeps(
@@ -279,12 +327,15 @@ def main(argv: list[str] | None = None) -> int:
     rel[columns].to_csv(out / "summaries.csv.gz", index=False, compression=gz)
     command = "python scripts/reference_results.py" + (" --quick" if args.quick else "")
     if methods:
-        texts = write_method_tables(rel, out)
-        command += f" --grid methods --n-per-domain {args.n_per_domain}"
+        memory = args.grid == "memory"
+        texts = (write_memory_tables if memory else write_method_tables)(rel, out)
+        command += f" --grid {args.grid} --n-per-domain {args.n_per_domain}"
         readme = out.parent / "README.md" if not args.quick else out / "README.md"
-        markers = ("<!-- methods:begin -->", "<!-- methods:end -->")
-        write_readme(out, texts, [], command, readme, markers, "Adapting methods", "methods_")
-        print(texts["methods_costs.md"])
+        markers = (f"<!-- {args.grid}:begin -->", f"<!-- {args.grid}:end -->")
+        heading = "Memory and teacher methods" if memory else "Adapting methods"
+        prefix = "memory_" if memory else "methods_"
+        write_readme(out, texts, [], command, readme, markers, heading, prefix)
+        print(texts[f"{prefix}costs.md"])
         figures = []
     else:
         texts = write_tables(rel, out)

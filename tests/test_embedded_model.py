@@ -53,3 +53,23 @@ def test_model_takes_unit_range_images_and_normalises_inside():
     manual = model.net((x - 0.5) / 0.25)
     assert torch.allclose(model(x), manual)
     assert model(x).shape == (4, len(synthetic.CLASSES))
+
+
+def test_iabn_twin_is_recorded_built_with_iabn_and_accurate():
+    """NOTE's official protocol needs a source model trained with IABN: the shipped twin."""
+    from ttabench.norms.iabn import InstanceAwareBatchNorm2d
+
+    path = embedded.WEIGHTS / "embedded_resnet8_iabn.pt"
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["config"]["norm"] == "iabn" and "--norm iabn" in record["command"]
+    assert path.stat().st_size < 5_000_000
+    model = embedded.load_embedded(weights="embedded_resnet8_iabn")
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert layers and all(isinstance(m, InstanceAwareBatchNorm2d) for m in layers)
+    images, labels = synthetic.generate("test")
+    assert evaluate(model, torch.from_numpy(images), torch.from_numpy(labels)) >= 0.90
+
+
+def test_unknown_embedded_norm_is_a_clear_error():
+    with pytest.raises(ValueError, match="valid: bn, iabn"):
+        embedded.build_net(norm="layer")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ttabench.models.embedded import load_embedded
-from ttabench.pretrain import PretrainConfig, main, train
+from ttabench.pretrain import PretrainConfig, main, save, train
 
 
 @pytest.mark.slow
@@ -41,3 +41,19 @@ def test_save_writes_a_record_that_the_loader_verifies(tmp_path):
     assert record["command"] == "ttabench pretrain --epochs 8"
     assert json.loads(out.with_suffix(".json").read_text()) == record
     load_embedded(out)  # SHA-256 and data fingerprint check out
+
+
+@pytest.mark.slow
+def test_pretraining_with_iabn_trains_iabn_layers_and_records_it(tmp_path):
+    from ttabench.norms.iabn import InstanceAwareBatchNorm2d
+
+    cfg = PretrainConfig(epochs=1, norm="iabn")
+    model, acc, _ = train(cfg)
+    layers = [m for m in model.modules() if isinstance(m, InstanceAwareBatchNorm2d)]
+    assert layers and all(int(m.num_batches_tracked) > 0 for m in layers)
+    out = tmp_path / "iabn.pt"
+    save(model, cfg, acc, 1.0, out, ["--norm", "iabn"])
+    loaded = load_embedded(out)
+    assert isinstance(loaded.net.bn1, InstanceAwareBatchNorm2d)
+    x = torch.rand(4, 3, 32, 32)
+    assert torch.allclose(loaded(x), model.eval()(x), atol=1e-5)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ttabench.data import synthetic
-from ttabench.models.embedded import CHECKPOINT, INPUT_MEAN, INPUT_STD, build_net
+from ttabench.models.embedded import CHECKPOINT, INPUT_MEAN, INPUT_STD, NORMS, build_net
 from ttabench.models.wrapper import NormalizedModel
 
 
@@ -39,6 +39,7 @@ class PretrainConfig:
     seed: int = 0
     width: int = 1
     blocks_per_stage: int = 1
+    norm: str = "bn"  # bn | iabn: NOTE's instance-aware BN during training (its official models)
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -73,7 +74,8 @@ def train(cfg: PretrainConfig) -> tuple[NormalizedModel, float, float]:
     start = time.perf_counter()
     x_train, y_train = (torch.from_numpy(a) for a in synthetic.generate("train", cfg.data_seed))
     x_test, y_test = (torch.from_numpy(a) for a in synthetic.generate("test", cfg.data_seed))
-    model = NormalizedModel(build_net(cfg.width, cfg.blocks_per_stage), INPUT_MEAN, INPUT_STD)
+    net = build_net(cfg.width, cfg.blocks_per_stage, cfg.norm)
+    model = NormalizedModel(net, INPUT_MEAN, INPUT_STD)
     opt = torch.optim.SGD(
         model.parameters(),
         lr=cfg.lr,
@@ -144,7 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     defaults = PretrainConfig()
     for name, value in asdict(defaults).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+        choices = NORMS if name == "norm" else None
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=type(value), default=value, choices=choices
+        )
     parser.add_argument("--out", type=Path, default=CHECKPOINT, help="checkpoint path")
     args = vars(parser.parse_args(argv))
     out = args.pop("out")

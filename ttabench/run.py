@@ -156,6 +156,7 @@ def build_method(cfg: DictConfig, num_classes: int, device: torch.device | str) 
             int(cfg.seed),
         ),
         device=device,
+        seed=int(cfg.seed),
     )
     try:
         return instantiate(cfg.method, model=model, context=context)

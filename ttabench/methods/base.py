@@ -34,6 +34,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ttabench.methods.augment import MethodRandom
+
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
 
@@ -48,6 +50,8 @@ class MethodContext:
             source samples, drawn reproducibly; None when the dataset has none (an error
             naming the config key is raised by the provider, not here).
         device: Where the model lives.
+        seed: The run's method seed: the method's own random streams (augmentations, memory
+            choices, stochastic restore) start from it (:class:`MethodRandom`).
     """
 
     def __init__(
@@ -56,9 +60,10 @@ class MethodContext:
         batch_size: int = 64,
         source_data: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None,
         device: torch.device | str = "cpu",
+        seed: int = 0,
     ) -> None:
         self.num_classes, self.batch_size = int(num_classes), int(batch_size)
-        self.source_data, self.device = source_data, device
+        self.source_data, self.device, self.seed = source_data, device, int(seed)
 
 
 class TTAMethod(nn.Module):
@@ -85,6 +90,7 @@ class TTAMethod(nn.Module):
         self.steps = knob(steps, "steps", int, low=1)
         self.model = model
         self.context = context or MethodContext()
+        self.random = MethodRandom(self.context.seed)
         self.forwards = self.backwards = self.recoveries = 0
         self._nonfinite_loss: torch.Tensor | None = None
         self.count_forwards(self.model)
@@ -134,6 +140,7 @@ class TTAMethod(nn.Module):
         self.load_state_dict(self._initial_state)
         if self.optimizer is not None:
             self.optimizer.load_state_dict(copy.deepcopy(self._initial_optimizer))
+        self.random.reseed()
         self.reset_state()
 
     def pop_costs(self) -> dict[str, int]:
@@ -165,6 +172,14 @@ class TTAMethod(nn.Module):
             self.forwards += int(args[0].shape[0]) if args and torch.is_tensor(args[0]) else 0
 
         module.register_forward_pre_hook(hook)
+
+    def frozen_copy(self) -> nn.Module:
+        """A copy of the model as it is now, without gradients: a teacher or an anchor. Its
+        forwards are counted (the copy keeps the model's counting hook)."""
+        twin = copy.deepcopy(self.model)
+        for param in twin.parameters():
+            param.detach_().requires_grad_(False)
+        return twin
 
     def backward(self, loss: torch.Tensor, n_samples: int | torch.Tensor) -> None:
         """``loss.backward()``, counting ``n_samples`` back-propagated samples and noting a

@@ -1,4 +1,5 @@
-"""Pieces shared by the entropy-minimisation family (TENT, ETA/EATA, SAR, DeYO).
+"""Pieces shared by the entropy-minimisation family (TENT, ETA/EATA, SAR, DeYO) and the
+teacher-student methods (CoTTA, RoTTA, ROID).
 
 Kept here once so each method file reads as its paper's procedure: the Shannon entropy of the
 softmax, margins in units of ln C, and the norm-affine parameters they train, found through the
@@ -77,3 +78,32 @@ def _is_2d_ln_gn(module: nn.Module) -> bool:
     if isinstance(module, NormLayer | nn.LayerNorm | nn.GroupNorm):
         return True
     return isinstance(module, _BatchNorm) and isinstance(module, nn.BatchNorm2d)
+
+
+def soft_cross_entropy(logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
+    """-sum_c softmax(target)_c ln softmax(logits)_c per row: the teacher-student loss of CoTTA
+    and RoTTA (their ``softmax_entropy(x, x_ema)``)."""
+    return -(target_logits.softmax(1) * logits.log_softmax(1)).sum(1)
+
+
+def symmetric_cross_entropy(logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
+    """0.5 CE(target -> logits) + 0.5 CE(logits -> target) per row (CoTTA's ImageNet loss,
+    ROID's consistency loss; gradients flow into both arguments unless detached)."""
+    return 0.5 * soft_cross_entropy(logits, target_logits) + 0.5 * soft_cross_entropy(
+        target_logits, logits
+    )
+
+
+@torch.no_grad()
+def ema_update(
+    targets: Sequence[torch.Tensor],
+    sources: Sequence[torch.Tensor],
+    keep: float,
+    mix: float | None = None,
+) -> None:
+    """``target = keep * target + mix * source`` in place, tensor by tensor, ``mix = 1 - keep``
+    unless given (RoTTA writes ``(1 - nu) t + nu s``): a mean teacher's update, ROID's weight
+    ensembling. Written as the official codes write it, so the rounding is theirs."""
+    mix = 1 - keep if mix is None else mix
+    for target, source in zip(targets, sources, strict=True):
+        target.mul_(keep).add_(source, alpha=mix)

@@ -16,24 +16,41 @@ import torch
 from ttabench.data import synthetic
 from ttabench.models.small_resnet import SmallResNet
 from ttabench.models.wrapper import NormalizedModel
+from ttabench.norms.iabn import convert_to_iabn
 
-CHECKPOINT = Path(__file__).parent / "weights" / "embedded_resnet8.pt"
+WEIGHTS = Path(__file__).parent / "weights"
+CHECKPOINT = WEIGHTS / "embedded_resnet8.pt"
+NORMS = ("bn", "iabn")  # the normalisation layers a checkpoint was trained with
 INPUT_MEAN = (0.5, 0.5, 0.5)
 INPUT_STD = (0.25, 0.25, 0.25)
 
 
-def build_net(width: int = 1, blocks_per_stage: int = 1) -> SmallResNet:
-    return SmallResNet(len(synthetic.CLASSES), width, blocks_per_stage)
+def build_net(width: int = 1, blocks_per_stage: int = 1, norm: str = "bn") -> SmallResNet:
+    """The ResNet-8 with BatchNorm layers, or (``norm="iabn"``) NOTE's IABN layers in their
+    place (``model=embedded_iabn``, the twin NOTE's official protocol needs)."""
+    net = SmallResNet(len(synthetic.CLASSES), width, blocks_per_stage)
+    if norm == "iabn":
+        convert_to_iabn(net)
+    elif norm != "bn":
+        raise ValueError(f"norm {norm!r} of the embedded model is unknown; valid: bn, iabn")
+    return net
 
 
-def load_embedded(checkpoint: str | Path | None = None, data_seed: int = 0) -> NormalizedModel:
+def load_embedded(
+    checkpoint: str | Path | None = None, data_seed: int = 0, weights: str = "embedded_resnet8"
+) -> NormalizedModel:
     """Build the embedded model and load its shipped (or given) checkpoint.
+
+    Args:
+        checkpoint: a checkpoint made by ``ttabench pretrain`` (its JSON record beside it).
+        weights: which shipped checkpoint when ``checkpoint`` is None: ``embedded_resnet8``
+            (BatchNorm) or ``embedded_resnet8_iabn`` (trained with IABN, for NOTE).
 
     Raises:
         FileNotFoundError: the checkpoint or its JSON record is missing.
         ValueError: the checkpoint's SHA-256 or data fingerprint does not match.
     """
-    path = Path(checkpoint) if checkpoint else CHECKPOINT
+    path = Path(checkpoint) if checkpoint else WEIGHTS / f"{weights}.pt"
     record_path = path.with_suffix(".json")
     if not path.is_file() or not record_path.is_file():
         raise FileNotFoundError(
@@ -53,6 +70,6 @@ def load_embedded(checkpoint: str | Path | None = None, data_seed: int = 0) -> N
             f"{record['command']}"
         )
     cfg = record["config"]
-    net = build_net(cfg["width"], cfg["blocks_per_stage"])
+    net = build_net(cfg["width"], cfg["blocks_per_stage"], cfg.get("norm", "bn"))
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return NormalizedModel(net, record["input_mean"], record["input_std"]).eval()
