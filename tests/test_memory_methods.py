@@ -34,7 +34,9 @@ def context(batch_size: int = 32, seed: int = 0) -> MethodContext:
 def stream(n_batches: int, batch_size: int = 32) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(5)
     shift = shifted_batch(batch_size)
-    return [(shift + 0.1 * torch.randn(shift.shape, generator=g)).clamp(0, 1) for _ in range(n_batches)]
+    return [
+        (shift + 0.1 * torch.randn(shift.shape, generator=g)).clamp(0, 1) for _ in range(n_batches)
+    ]
 
 
 # -- RoTTA: CSTU memory -------------------------------------------------------------------
@@ -113,7 +115,9 @@ def test_rotta_teacher_follows_the_student_by_nu():
     method = rotta(nu=0.25)
     teacher = [p.clone() for p in method.teacher.parameters()]
     method(stream(1, 64)[0])
-    for t0, t1, s in zip(teacher, method.teacher.parameters(), method.model.parameters(), strict=True):
+    for t0, t1, s in zip(
+        teacher, method.teacher.parameters(), method.model.parameters(), strict=True
+    ):
         assert torch.allclose(t1, 0.75 * t0 + 0.25 * s, atol=1e-6)
 
 
@@ -121,7 +125,9 @@ def test_rotta_with_unmix_trains_unmix_affine_and_moves_its_components_on_memory
     method = make_method("method=rotta", "norm=unmix")
     layers = [m for m in method.model.modules() if isinstance(m, NormLayer)]
     assert layers and all(not layer.adapt for layer in layers)
-    assert {id(p) for p in method.trained} <= {id(p) for layer in layers for p in (layer.weight, layer.bias)}
+    assert {id(p) for p in method.trained} <= {
+        id(p) for layer in layers for p in (layer.weight, layer.bias)
+    }
     components = layers[0].components.clone()
     method(shifted_batch(32))
     assert torch.equal(layers[0].components, components)
@@ -185,7 +191,9 @@ def test_iabn_matches_a_hand_computation_and_falls_back_below_its_threshold():
     shrink = lambda d, t: torch.sign(d) * torch.clamp(d.abs() - t, min=0)  # noqa: E731
     mu = mu_r + shrink(mu_i - mu_r, 1.5 * torch.sqrt((var_r + eps) / length))
     var = torch.clamp(var_r + shrink(var_i - var_r, 1.5 * (var_r + eps) * math.sqrt(2 / 15)), min=0)
-    expected = (x - mu) / torch.sqrt(var + eps) * bn.weight.view(1, 3, 1, 1) + bn.bias.view(1, 3, 1, 1)
+    expected = (x - mu) / torch.sqrt(var + eps) * bn.weight.view(1, 3, 1, 1) + bn.bias.view(
+        1, 3, 1, 1
+    )
     assert torch.allclose(layer(x), expected, atol=1e-5)
     assert not torch.allclose(layer(x), bn(x), atol=1e-3)  # the correction is active here
     skipping = to_iabn(bn, k=1.5, skip_thres=16).eval()  # L = 16 <= threshold: BN itself
@@ -199,7 +207,9 @@ def test_iabn_train_mode_uses_unbiased_batch_statistics_and_moves_running_ones()
     layer.train()
     x = torch.randn(4, 3, 5, 5) * 2 + 0.5
     var_b, mu_b = torch.var_mean(x, dim=(0, 2, 3), keepdim=True, correction=1)
-    expected = (x - mu_b) / torch.sqrt(var_b + bn.eps) * bn.weight.view(1, 3, 1, 1) + bn.bias.view(1, 3, 1, 1)
+    expected = (x - mu_b) / torch.sqrt(var_b + bn.eps) * bn.weight.view(1, 3, 1, 1) + bn.bias.view(
+        1, 3, 1, 1
+    )
     before = layer.running_mean.clone()
     assert torch.allclose(layer(x), expected, atol=1e-5)
     assert torch.allclose(layer.running_mean, 0.99 * before + 0.01 * mu_b.flatten(), atol=1e-6)
@@ -281,9 +291,13 @@ def test_cotta_scores_the_teacher_and_its_teacher_follows_the_ema_rule():
     expected = BatchStatsNorm().apply(load_embedded())(x)
     teacher = [p.clone() for p in method.teacher.parameters()]
     assert torch.allclose(method(x), expected, atol=1e-5)  # the teacher's, before any update
-    for t0, t1, s in zip(teacher, method.teacher.parameters(), method.model.parameters(), strict=True):
+    for t0, t1, s in zip(
+        teacher, method.teacher.parameters(), method.model.parameters(), strict=True
+    ):
         assert torch.allclose(t1, 0.9 * t0 + 0.1 * s, atol=1e-6)
-    assert any(not torch.equal(t0, t1) for t0, t1 in zip(teacher, method.teacher.parameters()))
+    assert any(
+        not torch.equal(t0, t1) for t0, t1 in zip(teacher, method.teacher.parameters(), strict=True)
+    )
 
 
 def test_cotta_stochastic_restore_resets_the_expected_fraction_of_weights():

@@ -22,6 +22,7 @@ from ttabench.norms.alpha import AlphaNorm
 from ttabench.norms.base import NormLayer, batch_stats, instance_stats, norm_parameters, set_adapt
 from ttabench.norms.bn import BatchStatsNorm
 from ttabench.norms.ema import EMABatchNorm, EMANorm
+from ttabench.norms.iabn import IABNNorm, InstanceAwareBatchNorm2d
 from ttabench.norms.rbn import RobustBatchNorm, RobustBNNorm
 from ttabench.norms.unmix import SourceStatsNorm, UnMixNorm, UnMixTNS
 from ttabench.run import run
@@ -29,7 +30,14 @@ from ttabench.run import run
 from .conftest import compose_run
 
 NORMS = sorted(p.stem for p in (config_dir() / "norm").glob("*.yaml"))
-NEED_BN = dict(bn=BatchStatsNorm, alpha=AlphaNorm, ema=EMANorm, rbn=RobustBNNorm, unmix=UnMixNorm)
+NEED_BN = dict(
+    bn=BatchStatsNorm,
+    alpha=AlphaNorm,
+    ema=EMANorm,
+    rbn=RobustBNNorm,
+    unmix=UnMixNorm,
+    iabn=IABNNorm,
+)
 
 
 def shifted_batch(n: int = 16, seed: int = 0) -> torch.Tensor:
@@ -79,9 +87,13 @@ def test_every_norm_config_instantiates_and_applies_to_the_embedded_model(name):
     logits = model(shifted_batch())
     assert logits.shape == (16, 10) and torch.isfinite(logits).all()
     assert model(shifted_batch(1)).shape == (1, 10)
-    if name not in ("source", "bn"):  # swapped layers carry the trainable affine parameters
+    if name == "iabn":  # IABN layers are BatchNorm layers (their statistics move in train mode)
+        bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+        assert bns and all(isinstance(m, InstanceAwareBatchNorm2d) for m in bns)
+    elif name not in ("source", "bn"):  # swapped layers carry the trainable affine parameters
         layers = [m for m in model.modules() if isinstance(m, NormLayer)]
         assert layers and not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    if name not in ("source", "bn"):
         names = {n for n, _ in norm_parameters(model.model)}
         assert {"net.bn1.weight", "net.bn1.bias"} <= names
 

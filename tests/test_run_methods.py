@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import torch
 
 from ttabench.config import config_dir
 from ttabench.results import COST_COLUMNS, RUN_COST_COLUMNS, VOLATILE_COLUMNS
@@ -41,7 +42,17 @@ def test_tent_and_sar_costs_per_sample_in_summary(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("method", "norm"), [("tent", "unmix"), ("sar", "rbn"), ("eata", "alpha"), ("deyo", "ema")]
+    ("method", "norm"),
+    [
+        ("tent", "unmix"),
+        ("sar", "rbn"),
+        ("eata", "alpha"),
+        ("deyo", "ema"),
+        ("rotta", "unmix"),
+        ("note", "unmix"),
+        ("cotta", "unmix"),
+        ("roid", "rbn"),
+    ],
 )
 def test_any_method_composes_with_any_norm(method, norm, tmp_path):
     cfg = compose_run(*small(method, f"norm={norm}"))
@@ -71,11 +82,40 @@ def test_method_params_record_the_values_and_the_defaults_used(tmp_path):
     assert "defaults=embedded" in params and "per_dataset" not in params
 
 
-def test_same_config_and_seed_give_identical_csv_for_a_random_method(tmp_path):
+@pytest.mark.parametrize("method", ["deyo", "rotta"])
+def test_same_config_and_seed_give_identical_csv_for_a_random_method(method, tmp_path):
     frames = []
     for name in ("a", "b"):
-        run(compose_run(*small("deyo")), tmp_path / name)
+        run(compose_run(*small(method)), tmp_path / name)
         frames.append([pd.read_csv(tmp_path / name / f) for f in ("online.csv", "summary.csv")])
     for a, b in zip(*frames, strict=True):
         volatile = [c for c in VOLATILE_COLUMNS if c in a]
         pd.testing.assert_frame_equal(a.drop(columns=volatile), b.drop(columns=volatile))
+
+
+def test_the_method_seed_drives_the_augmentations():
+    from .test_methods import make_method, shifted_batch
+
+    x = shifted_batch(8)
+    outputs = {}
+    for seed in (1, 1, 2):
+        method = make_method("method=cotta", f"seed={seed}", "method.ap=1.0", "method.n_augment=2")
+        assert method.context.seed == seed
+        outputs.setdefault(seed, []).append(method(x))
+    assert torch.equal(*outputs[1]) and not torch.allclose(outputs[1][0], outputs[2][0])
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [("method=rotta", "stream=ptta"), ("method=rotta", "norm=unmix", "stream=dirichlet")],
+)
+def test_the_documented_rotta_commands_run(overrides, tmp_path):
+    summary = run(compose_run(*overrides, "dataset.n_per_domain=200"), tmp_path)
+    every = summary.iloc[-1]
+    assert every["status"] == "complete" and every["backwards_per_sample"] > 0
+    assert every["norm"] == ("unmix" if "norm=unmix" in overrides else "rbn")
+
+
+def test_cotta_counts_its_augmented_views(tmp_path):
+    cotta = run(compose_run(*small("cotta", "method.ap=1.0", "method.n_augment=4")), tmp_path)
+    assert cotta.iloc[-1]["forwards_per_sample"] == 3 + 4
