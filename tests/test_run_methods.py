@@ -55,7 +55,8 @@ def test_tent_and_sar_costs_per_sample_in_summary(tmp_path):
     ],
 )
 def test_any_method_composes_with_any_norm(method, norm, tmp_path):
-    cfg = compose_run(*small(method, f"norm={norm}"))
+    lighter = {"cotta": ["method.n_augment=2"], "note": ["dataset.n_per_domain=64"]}
+    cfg = compose_run(*small(method, f"norm={norm}", *lighter.get(method, [])))
     assert cfg.hydra.runtime.choices.norm == norm
     summary = run(cfg, tmp_path)
     assert (summary["status"] == "complete").all() and (summary["norm"] == norm).all()
