@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= outputs/demo
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-slow lint format pretrain clean
+.PHONY: help install demo test test-slow lint format pretrain pretrain-iabn clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -47,12 +47,18 @@ pretrain: $(STAMP) ## retrain the shipped embedded model (writes ttabench/models
 clean: ## remove run outputs and caches (not the venv)
 	rm -rf outputs build *.egg-info .pytest_cache .ruff_cache
 
-.PHONY: reference reference-quick reference-methods
+.PHONY: reference reference-quick reference-methods reference-memory
 reference: $(STAMP) ## regenerate results/ (reference grid: hours on 2 CPU cores; rerun to resume)
 	$(PY) scripts/reference_results.py --launcher joblib --n-jobs 2
 
 reference-methods: $(STAMP) ## the adapting methods' grid into results/methods/ (about an hour; rerun to resume)
 	$(PY) scripts/reference_results.py --grid methods --launcher joblib --n-jobs 2 --n-per-domain 1000
+
+reference-memory: $(STAMP) ## the memory/teacher methods' grid into results/memory/ (about 2 hours; rerun to resume)
+	$(PY) scripts/reference_results.py --grid memory --launcher joblib --n-jobs 2 --n-per-domain 300
+
+pretrain-iabn: $(STAMP) ## retrain the embedded model's IABN twin (for NOTE's official protocol)
+	$(VENV)/bin/ttabench pretrain --norm iabn --out ttabench/models/weights/embedded_resnet8_iabn.pt
 
 reference-quick: $(STAMP) ## the same pipeline on a tiny dataset, into outputs/reference_quick/
 	$(PY) scripts/reference_results.py --quick

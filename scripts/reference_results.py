@@ -26,8 +26,17 @@ corruption (``--n-per-domain``, default 2000), into ``outputs/reference_methods/
 block in ``results/README.md`` (between ``methods:begin/end``). Under ``norm=bn``,
 ``method=source`` is test-batch BN without any update (the ``bn`` row of the issue).
 
+``--grid memory`` runs the memory and teacher methods' grid (issue "Adapting methods II"):
+{source, bn, tent, rotta, note, cotta, roid} under their own norms (source: frozen; bn: test-batch
+BN; tent, cotta, roid: ``bn``; rotta: ``rbn``; note: ``iabn``) and the same under ``norm=unmix``
+(source + unmix = UnMix-TNS alone), plus NOTE on its IABN-trained twin (``model=embedded_iabn``),
+x streams {iid, dirichlet (delta 0.1 and 0.01), ptta, mixed_dirichlet} x the three seeds, on
+``dataset.n_per_domain`` images (default 300) of every embedded corruption, into
+``outputs/reference_memory/runs`` and ``results/memory/`` (block ``memory:begin/end``).
+
 Examples:
     python scripts/reference_results.py                  # the full grid: hours on 2 CPU cores
+    python scripts/reference_results.py --grid memory --launcher joblib --n-jobs 2
     python scripts/reference_results.py --grid methods --launcher joblib --n-jobs 2
     python scripts/reference_results.py --launcher joblib --n-jobs 2
     python scripts/reference_results.py --quick          # tiny dataset: outputs/reference_quick/
@@ -295,11 +304,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--n-per-domain",
         type=int,
-        help="--grid methods / memory: images per domain [2000 / 500]",
+        help="--grid methods / memory: images per domain [2000 / 300]",
     )
     args = parser.parse_args(argv)
     methods = args.grid != "norms"
-    args.n_per_domain = args.n_per_domain or (500 if args.grid == "memory" else 2000)
+    args.n_per_domain = args.n_per_domain or (300 if args.grid == "memory" else 2000)
     name = {"norms": "reference", "methods": "reference_methods", "memory": "reference_memory"}
     base = ROOT / "outputs" / (f"{name[args.grid]}_quick" if args.quick else name[args.grid])
     sub = {"norms": "", "methods": "methods", "memory": "memory"}[args.grid]

@@ -135,16 +135,18 @@ def test_rotta_with_unmix_trains_unmix_affine_and_moves_its_components_on_memory
     assert not torch.equal(layers[0].components, components)
 
 
-def test_rotta_reset_equals_a_fresh_method():
-    method, fresh = rotta(), rotta()
-    batches = stream(3, 50)
+def assert_reset_replays(method, fresh, batches: list[torch.Tensor]) -> None:
+    """After ``reset`` the memory is empty and the method gives what a fresh one gives."""
     first = [method(x) for x in batches]
     method.reset()
     assert len(method.memory) == 0 and method.seen == 0
     for x, expected in zip(batches, first, strict=True):
         assert torch.allclose(method(x), expected, atol=1e-6)
-    for x, expected in zip(batches, first, strict=True):
         assert torch.allclose(fresh(x), expected, atol=1e-6)
+
+
+def test_rotta_reset_equals_a_fresh_method():
+    assert_reset_replays(rotta(), rotta(), stream(3, 50))
 
 
 # -- NOTE: PBRS and IABN ------------------------------------------------------------------
@@ -269,13 +271,7 @@ def test_note_memory_batch_moves_running_statistics_with_momentum_001():
 
 
 def test_note_reset_empties_the_memory_and_equals_a_fresh_method():
-    method = note(update_every=16)
-    batches = stream(3, 12)
-    first = [method(x) for x in batches]
-    method.reset()
-    assert len(method.memory) == 0 and method.seen == 0
-    for x, expected in zip(batches, first, strict=True):
-        assert torch.allclose(method(x), expected, atol=1e-6)
+    assert_reset_replays(note(update_every=16), note(update_every=16), stream(3, 12))
 
 
 # -- CoTTA --------------------------------------------------------------------------------
