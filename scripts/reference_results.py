@@ -212,7 +212,10 @@ def cost_table(runs, methods=ADAPTING) -> str:
     rows["seconds_per_sample"] = rows["seconds_per_sample"] * 1000
     rank = {m: i for i, m in enumerate(methods)}
     table = rows.groupby(["norm", "method"])[list(COSTS)].mean().reset_index()
-    table = table.sort_values(["method", "norm"], key=lambda c: c.map(rank).fillna(c))
+    norms = {n: i for i, n in enumerate(sorted(table["norm"].unique()))}
+    table = table.sort_values(
+        ["method", "norm"], key=lambda c: c.map(rank if c.name == "method" else norms)
+    )
     table = table.rename(columns=COSTS)
     caption = (
         f"Cost per sample (mean over {len(rows)} complete runs: streams x seeds; method time "

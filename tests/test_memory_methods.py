@@ -12,6 +12,7 @@ import torch
 from ttabench.methods.augment import CoTTAAugment, MethodRandom
 from ttabench.methods.base import MethodContext
 from ttabench.methods.cotta import CoTTA
+from ttabench.methods.entropy import symmetric_cross_entropy
 from ttabench.methods.note import NOTE, PBRSMemory
 from ttabench.methods.roid import ROID, smoothed_prior, soft_likelihood_ratio
 from ttabench.methods.rotta import CSTUMemory, RoTTA
@@ -109,6 +110,17 @@ def test_rotta_updates_every_64_samples_across_and_inside_batches():
     for x in stream(3, 50):  # 150 samples: updates after samples 64 and 128, mid-batch
         method(x)
     assert calls == [64, 128]
+
+
+def test_rotta_moves_plain_and_iabn_statistics_in_train_mode_on_the_memory_batch():
+    for norm in (SourceNorm(), IABNNorm()):
+        method = rotta(norm=norm)
+        before = method.teacher.net.bn1.running_mean.clone()
+        method(shifted_batch(32))
+        assert torch.equal(method.teacher.net.bn1.running_mean, before)
+        method(shifted_batch(32))
+        assert not torch.equal(method.teacher.net.bn1.running_mean, before)
+        assert not method.model.training and not method.teacher.training
 
 
 def test_rotta_teacher_follows_the_student_by_nu():
@@ -221,8 +233,24 @@ def test_iabn_norm_converts_standard_bn_and_keeps_an_iabn_model():
     model = IABNNorm().apply(load_embedded())
     layers = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert layers and all(isinstance(m, InstanceAwareBatchNorm2d) for m in layers)
-    again = IABNNorm(k=2.0).apply(model)  # an IABN model (model=embedded_iabn) is left as it is
-    assert all(m.k == 4.0 for m in again.modules() if isinstance(m, InstanceAwareBatchNorm2d))
+    kept = [m for m in model.modules() if isinstance(m, InstanceAwareBatchNorm2d)]
+    again = IABNNorm(k=2.0).apply(model)  # an IABN model keeps its layers, takes the norm's k
+    layers = [m for m in again.modules() if isinstance(m, InstanceAwareBatchNorm2d)]
+    assert [id(m) for m in layers] == [id(m) for m in kept] and all(m.k == 2.0 for m in layers)
+    with pytest.raises(ValueError, match="norm.skip_thres must be an integer >= 1"):
+        IABNNorm(skip_thres=0)
+
+
+def test_iabn_with_cumulative_momentum_updates_like_batchnorm():
+    bn = bn_layer()
+    bn.momentum = None
+    layer = to_iabn(bn).train()
+    x = torch.randn(4, 3, 5, 5)
+    layer(x)
+    reference = bn_layer()
+    reference.momentum = None
+    reference.train()(x)
+    assert torch.allclose(layer.running_var, reference.running_var, atol=1e-6)
 
 
 # -- NOTE: method -------------------------------------------------------------------------
@@ -271,7 +299,27 @@ def test_note_memory_batch_moves_running_statistics_with_momentum_001():
 
 
 def test_note_reset_empties_the_memory_and_equals_a_fresh_method():
-    assert_reset_replays(note(update_every=16), note(update_every=16), stream(3, 12))
+    make = functools.partial(note, memory_size=8, update_every=16)  # a full PBRS draws
+    assert_reset_replays(make(), make(), stream(3, 12))
+
+
+def test_note_loss_is_the_mean_entropy_over_batch_and_classes_in_train_mode():
+    method, reference = note(update_every=6), note(update_every=6)
+    losses = []
+    method.backward = lambda loss, n: losses.append(loss.detach())
+    method(shifted_batch(6))
+    probs = reference.model.train()(method.memory.batch()).softmax(1)
+    assert torch.allclose(losses[0], -(probs * torch.log(probs + 1e-6)).mean(), atol=1e-6)
+
+
+def test_note_under_unmix_predicts_the_chunk_in_one_forward():
+    from ttabench.norms.unmix import UnMixNorm
+
+    method = note(norm=UnMixNorm(seed=0))
+    assert method.sample_independent  # UnMix-TNS outputs are per sample
+    x = shifted_batch(6)
+    expected = torch.cat([method.model(x[i : i + 1]) for i in range(6)])
+    assert torch.allclose(method(x), expected, atol=1e-5)
 
 
 # -- CoTTA --------------------------------------------------------------------------------
@@ -380,7 +428,34 @@ def test_roid_ensembles_weights_towards_the_source_and_corrects_the_output():
     for p, source in zip(method.trained, sources, strict=True):
         assert torch.allclose(p, source + 0.99, atol=1e-5)
     assert torch.allclose(out, logits * smoothed_prior(logits.softmax(1)), atol=1e-5)
-    assert torch.isfinite(method(x[:1])).all()  # a batch of one: no 0/0
+
+
+def test_roid_survives_a_batch_of_one():
+    method = roid()
+    x = shifted_batch(4)
+    assert torch.isfinite(method(x[:1])).all()  # min-max of one value: 0/0 guarded
+    assert method.pop_costs()["nonfinite_loss"] == 0
+    assert all(torch.isfinite(p).all() for p in method.trained)
+    assert torch.isfinite(method(x)).all()
+
+
+def test_roid_loss_is_weighted_slr_plus_consistency_over_the_configured_batch_size():
+    method = roid()
+    x = shifted_batch(16)[:10]  # a short last batch: still divided by the configured 32
+    losses = []
+    method.backward = lambda loss, n: losses.append((loss.detach(), n))
+    reference = roid()
+    logits = reference.model(x)
+    weights, keep = reference.sample_weights(logits)
+    kept = torch.nonzero(keep).flatten()
+    slr = (soft_likelihood_ratio(logits.softmax(1)) * weights)[kept].sum() / 32
+    method(x)
+    assert losses[0][1] == 2 * len(kept)  # the kept samples and their augmented views
+    view = CoTTAAugment(MethodRandom(0), padding_mode="reflect", blur_and_noise=False)(x[kept])
+    augmented = reference.model(view)
+    sce = symmetric_cross_entropy(augmented, logits[kept]) * weights[kept]
+    assert torch.allclose(losses[0][0], slr + sce.sum() / 32, atol=1e-5)
+    assert method.pop_costs()["forwards"] == 10 + len(kept)
 
 
 # -- augmentation -------------------------------------------------------------------------

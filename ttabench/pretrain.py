@@ -23,7 +23,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ttabench.data import synthetic
-from ttabench.models.embedded import CHECKPOINT, INPUT_MEAN, INPUT_STD, NORMS, build_net
+from ttabench.models.embedded import (
+    CHECKPOINT,
+    INPUT_MEAN,
+    INPUT_STD,
+    NORMS,
+    WEIGHTS,
+    build_net,
+)
 from ttabench.models.wrapper import NormalizedModel
 
 
@@ -150,10 +157,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(
             f"--{name.replace('_', '-')}", type=type(value), default=value, choices=choices
         )
-    parser.add_argument("--out", type=Path, default=CHECKPOINT, help="checkpoint path")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="checkpoint path [the shipped one of --norm: weights/embedded_resnet8(_iabn).pt]",
+    )
     args = vars(parser.parse_args(argv))
     out = args.pop("out")
     cfg = PretrainConfig(**args)
+    out = out or (CHECKPOINT if cfg.norm == "bn" else WEIGHTS / "embedded_resnet8_iabn.pt")
     model, acc, seconds = train(cfg)
     record = save(model, cfg, acc, seconds, out, argv)
     print(json.dumps(record, indent=2))

@@ -45,7 +45,8 @@ class MethodContext:
 
     Attributes:
         num_classes: C, for margins in units of ln C.
-        batch_size: The stream's configured batch size (EATA's Fisher batches use it).
+        batch_size: The stream's configured batch size (EATA's Fisher batches use it; ROID
+            divides its loss by it).
         source_data: ``source_data(n)`` -> (uint8 images (n, 3, H, W), int64 labels) of clean
             source samples, drawn reproducibly; None when the dataset has none (an error
             naming the config key is raised by the provider, not here).

@@ -16,10 +16,12 @@ in stream order:
 The norm axis decides the normalisation layers (docs: README "NOTE's three variants"):
 
 - ``model=embedded_iabn`` (IABN in the source model's training, as NOTE's official models):
-  the official protocol; ``norm=iabn`` (the YAML default) leaves its layers as they are.
-- a standard BN model with ``norm=iabn`` (the default): BN converted to IABN at load time, as
-  the UnMix-TNS repository's ``note.py`` runs NOTE on RobustBench models;
-- ``norm=source``: plain BN with running statistics, TTAB's ``iabn: False`` variant;
+  the official protocol; ``norm=iabn`` (the YAML default) keeps its layers.
+- a standard BN model with ``norm=iabn`` (the default): BN converted to IABN at load time, the
+  conversion UnMix-TNS's ``note.py`` applies to RobustBench models (its other settings differ:
+  ``predict=batch``, memory and update every 16, SGD 1e-5, no skip threshold);
+- ``norm=source``: plain BN with running statistics, the normalisation of TTAB's NOTE
+  (``iabn: False``; TTAB also uses SGD);
 - any other norm (``norm=unmix``): its layers take BN's place, and their statistics move on the
   memory batch only (the norm contract's ``adapt`` switch; off while predicting).
 
@@ -77,7 +79,8 @@ class PBRSMemory:
 
     def _make_room(self, label: int) -> bool:
         counts = self.occupancy()
-        largest = [c for c, n in enumerate(counts) if n == max(counts)]
+        top = max(counts)
+        largest = [c for c, n in enumerate(counts) if n == top]
         if label not in largest:
             victim = largest[self._randint(len(largest))]
         elif self._uniform() <= counts[label] / self.seen[label]:
@@ -103,7 +106,8 @@ class NOTE(TTAMethod):
     Args:
         memory_size: PBRS capacity (official 64).
         update_every: samples between updates (official 64).
-        bn_momentum: momentum of the BatchNorm/IABN running statistics (official 0.01).
+        bn_momentum: momentum of the BatchNorm/IABN running statistics (official 0.01); the
+            swapped-in norms (rbn, ema, unmix) keep their own rates (``norm.*``).
         predict: ``sample`` (official) or ``batch`` (UnMix-TNS's ``note.py``).
     """
 
@@ -188,10 +192,11 @@ class NOTE(TTAMethod):
 
 
 def _sample_independent(model: nn.Module) -> bool:
-    """Whether an eval-mode forward treats each sample on its own: no swapped-in norm layer
-    and no BatchNorm without running statistics (test-batch statistics)."""
+    """Whether an eval-mode forward (``adapt`` off) treats each sample on its own: no
+    BatchNorm without running statistics (test-batch statistics) and every swapped-in norm
+    layer ``per_sample`` (UnMix-TNS; RBN and EMA while not adapting; not alpha-BN)."""
     for module in model.modules():
-        if isinstance(module, NormLayer):
+        if isinstance(module, NormLayer) and not module.per_sample:
             return False
         if isinstance(module, _BatchNorm) and module.running_mean is None:
             return False

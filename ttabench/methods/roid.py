@@ -100,7 +100,7 @@ class ROID(TTAMethod):
                 augmented = self.model(self.augment(x[kept]))
             consistency = symmetric_cross_entropy(augmented, logits[kept]) * weights[kept]
             loss = loss + consistency.sum() / self.context.batch_size
-        self.backward(loss, len(kept))
+        self.backward(loss, len(kept) * (2 if self.consistency else 1))  # kept + their views
         self.optimizer.step()
         self.optimizer.zero_grad()
         sources = [getattr(self, f"source_{i}") for i in range(len(self.trained))]

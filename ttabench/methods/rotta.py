@@ -6,8 +6,9 @@ section 3; official code BIT-DA/RoTTA ``core/adapter/rotta.py``, ``core/utils/me
 
 - Robust BN (section 3.2): the norm. Official: RBN (``norm=rbn``, the YAML default); any other
   norm takes its place (``method=rotta norm=unmix``, as the UnMix-TNS paper runs it). The
-  layers' statistics move only on the memory batch: RoTTA predicts with ``adapt`` off (official:
-  eval mode) and switches it on for its update (official: train mode).
+  layers' statistics move only on the memory batch: RoTTA predicts in eval mode with ``adapt``
+  off and runs its update in train mode with ``adapt`` on (plain BN and IABN move in train mode,
+  the swapped-in norm layers with ``adapt``).
 - Category-balanced sampling with timeliness and uncertainty (CSTU, section 3.3, Alg. 1): a
   memory of N = 64 samples, N / C per predicted class; see :class:`CSTUMemory`.
 - Time-aware robust training (section 3.4, Eq. 8-9): every ``update_every`` samples (counted
@@ -173,15 +174,17 @@ class RoTTA(TTAMethod):
     def update(self) -> None:
         """One step on the memory batch (Eq. 8-9), then the teacher's EMA."""
         images, ages = self.memory.batch()
-        set_adapt(self.model, True)
-        set_adapt(self.teacher, True)
+        for net in (self.model, self.teacher):  # official: train mode; norm layers: adapt
+            net.train()
+            set_adapt(net, True)
         try:
             with torch.no_grad():
                 teacher_logits = self.teacher(images)
             student_logits = self.model(self.augment(images))
         finally:
-            set_adapt(self.model, False)
-            set_adapt(self.teacher, False)
+            for net in (self.model, self.teacher):
+                net.eval()
+                set_adapt(net, False)
         weights = torch.exp(-ages) / (1 + torch.exp(-ages))
         loss = (soft_cross_entropy(student_logits, teacher_logits) * weights).mean()
         self.optimizer.zero_grad()

@@ -13,6 +13,11 @@ at test time do so whenever ``layer.adapt`` is true, in train and eval mode alik
 predicts in eval mode); a method that wants a layer to update only on some forward passes (RoTTA:
 only on its memory batch) toggles ``adapt`` with ``set_adapt`` instead of relying on
 ``module.training``.
+
+BatchNorm-type layers kept as BatchNorm (``norm=source``'s plain BN, ``norm=iabn``'s IABN) move
+their running statistics in train mode only, as in PyTorch; a method that adapts statistics on
+a memory batch (RoTTA, NOTE) switches that batch's forward to train mode *and* ``adapt`` on,
+so every norm takes part in the same way.
 """
 
 from __future__ import annotations
@@ -77,6 +82,13 @@ class NormLayer(nn.Module):
             shift = -mean * scale if self.bias is None else torch.addcmul(self.bias, mean, -scale)
             return _affine(x, scale, shift, torch.zeros_like(scale), torch.ones_like(scale), 0.0)
         return _affine(x, self.weight, self.bias, mean, var, self.eps)
+
+    @property
+    def per_sample(self) -> bool:
+        """Whether each output row depends on its own input row only, in the layer's current
+        state (False: batch statistics enter it). NOTE uses it to predict a whole chunk of
+        samples in one forward where that equals predicting each alone."""
+        return False
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, adapt={self.adapt}"

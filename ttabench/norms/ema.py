@@ -59,6 +59,10 @@ class EMABatchNorm(NormLayer):
             return self.normalize(x, self.running_mean.clone(), self.running_var.clone())
         return self.normalize(x, self.running_mean, self.running_var)
 
+    @property
+    def per_sample(self) -> bool:  # stored statistics unless this forward updates them
+        return not self.adapt
+
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, momentum={self.momentum}"
 

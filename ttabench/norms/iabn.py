@@ -23,7 +23,8 @@ train mode for its memory batch only.
 
 As a norm (``method=source norm=iabn``, UnMix-TNS's ``note_vanilla``) it converts a standard BN
 model at load time (source gamma, beta and running statistics; k = 4); a model already built
-with IABN layers (``model=embedded_iabn``) is left as it is.
+with IABN layers (``model=embedded_iabn``) keeps its layers and statistics and takes the norm's
+``k`` and ``skip_thres`` (so the recorded ``norm_params`` are the ones used).
 """
 
 from __future__ import annotations
@@ -69,12 +70,16 @@ class _InstanceAware:
         return out
 
     def _update_running(self, x: torch.Tensor) -> None:
-        """BatchNorm's own running-statistics update (unbiased variance, the layer's momentum)."""
+        """BatchNorm's own running-statistics update (unbiased variance, the layer's momentum;
+        ``momentum=None``: the cumulative average, as BatchNorm)."""
         with torch.no_grad():
-            F.batch_norm(
-                x, self.running_mean, self.running_var, None, None, True, self.momentum, self.eps
-            )
             self.num_batches_tracked.add_(1)
+            momentum = self.momentum
+            if momentum is None:
+                momentum = 1.0 / float(self.num_batches_tracked)
+            F.batch_norm(
+                x, self.running_mean, self.running_var, None, None, True, momentum, self.eps
+            )
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, k={self.k}, skip_thres={self.skip_thres}"
@@ -109,6 +114,9 @@ def to_iabn(bn: _BatchNorm, k: float = 4.0, skip_thres: int = 1) -> _BatchNorm:
         track_running_stats=bn.track_running_stats,
     )
     layer.load_state_dict(bn.state_dict())
+    reference = next(iter(bn.state_dict().values()), None)
+    if reference is not None:  # on the source layer's device (a model already on the GPU)
+        layer = layer.to(reference.device)
     return layer.train(bn.training)
 
 
@@ -118,12 +126,14 @@ def _softshrink(d: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
 
 
 def convert_to_iabn(model: nn.Module, k: float = 4.0, skip_thres: int = 1) -> int:
-    """Replace every BatchNorm1d/2d that is not IABN yet; return how many IABN layers the
-    model has afterwards."""
+    """Replace every BatchNorm1d/2d by IABN; layers that are IABN already (a model trained
+    with IABN) are kept with their statistics and take ``k`` and ``skip_thres``. Returns how
+    many IABN layers the model has afterwards."""
     total = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, _InstanceAware):
+                child.k, child.skip_thres = float(k), int(skip_thres)
                 total += 1
             elif isinstance(child, nn.BatchNorm1d | nn.BatchNorm2d):
                 setattr(parent, name, to_iabn(child, k, skip_thres))
@@ -144,8 +154,9 @@ class IABNNorm(Norm):
     def __init__(self, k: float = 4.0, skip_thres: int = 1) -> None:
         if isinstance(k, bool) or not isinstance(k, int | float) or not k >= 0:
             raise ValueError(f"norm.k must be a number >= 0, got {k!r}")
-        if isinstance(skip_thres, bool) or not isinstance(skip_thres, int) or skip_thres < 0:
-            raise ValueError(f"norm.skip_thres must be an integer >= 0, got {skip_thres!r}")
+        if isinstance(skip_thres, bool) or not isinstance(skip_thres, int) or skip_thres < 1:
+            # L = 1 has no unbiased instance variance: such layers must use the reference.
+            raise ValueError(f"norm.skip_thres must be an integer >= 1, got {skip_thres!r}")
         self.k, self.skip_thres = float(k), skip_thres
 
     def apply(self, model: nn.Module) -> nn.Module:

@@ -54,6 +54,10 @@ class RobustBatchNorm(NormLayer):
             self.running_var.copy_(var)
         return self.normalize(x, mean, var)
 
+    @property
+    def per_sample(self) -> bool:  # stored statistics unless this forward updates them
+        return not self.adapt
+
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, alpha={self.alpha}"
 

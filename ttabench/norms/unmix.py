@@ -158,6 +158,10 @@ class UnMixTNS(NormLayer):
                 self.components.addmm_(p.T, torch.cat((m, v), 1), alpha=lam / b)
         return out
 
+    @property
+    def per_sample(self) -> bool:  # instance statistics and components, updated after output
+        return True
+
     def extra_repr(self) -> str:
         return (
             f"{super().extra_repr()}, K={self.num_components}, tau={self.tau}, "
@@ -168,6 +172,8 @@ class UnMixTNS(NormLayer):
 class SourceStatsNorm(NormLayer):
     """Normalises with the frozen source statistics (the official ``UnMixTNS1d``), keeping the
     affine parameters as trainable Parameters of a :class:`NormLayer`."""
+
+    per_sample = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.normalize(x, self.source_mean, self.source_var)
