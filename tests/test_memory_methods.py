@@ -212,6 +212,10 @@ def test_iabn_matches_a_hand_computation_and_falls_back_below_its_threshold():
     assert not torch.allclose(layer(x), bn(x), atol=1e-3)  # the correction is active here
     skipping = to_iabn(bn, k=1.5, skip_thres=16).eval()  # L = 16 <= threshold: BN itself
     assert torch.allclose(skipping(x), bn(x), atol=1e-5)
+    skipping.train()  # in train mode: the batch statistics alone (unbiased, as NOTE's code)
+    var_b, mu_b = torch.var_mean(x, dim=(0, 2, 3), keepdim=True, correction=1)
+    batch = (x - mu_b) / torch.sqrt(var_b + eps) * bn.weight.view(1, 3, 1, 1)
+    assert torch.allclose(skipping(x), batch + bn.bias.view(1, 3, 1, 1), atol=1e-5)
 
 
 def test_iabn_train_mode_uses_unbiased_batch_statistics_and_moves_running_ones():
