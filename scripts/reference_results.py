@@ -342,7 +342,13 @@ def main(argv: list[str] | None = None) -> int:
         memory = args.grid == "memory"
         texts = (write_memory_tables if memory else write_method_tables)(rel, out)
         command += f" --grid {args.grid} --n-per-domain {args.n_per_domain}"
-        readme = out.parent / "README.md" if not args.quick else out / "README.md"
+        if args.seeds != ",".join(map(str, SEEDS)):
+            command += f" --seeds {args.seeds}"
+        if args.out is not None:
+            command += f" --out {args.out}"
+        # results/README.md for the reference itself; a README of its own for --quick or --out.
+        own = args.quick or args.out is not None
+        readme = out / "README.md" if own else out.parent / "README.md"
         markers = (f"<!-- {args.grid}:begin -->", f"<!-- {args.grid}:end -->")
         heading = "Memory and teacher methods" if memory else "Adapting methods"
         prefix = "memory_" if memory else "methods_"
