@@ -74,7 +74,7 @@ class PBRSMemory:
         self.seen[label] += 1
         if len(self) >= self.capacity and not self._make_room(label):
             return False
-        self.items[label].append(x)
+        self.items[label].append(x.clone())  # x may view the batch
         return True
 
     def _make_room(self, label: int) -> bool:
@@ -169,7 +169,7 @@ class NOTE(TTAMethod):
 
     def _remember(self, x: torch.Tensor, labels: list[int]) -> None:
         for i, label in enumerate(labels):
-            self.memory.add(x[i].clone(), label)
+            self.memory.add(x[i], label)
             self.seen += 1
             if self.seen % self.update_every == 0:
                 self.update()

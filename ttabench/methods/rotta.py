@@ -73,7 +73,7 @@ class CSTUMemory:
         """Try to store ``x``; returns whether it was stored."""
         stored = self._make_room(label, self.score(0, uncertainty))
         if stored:
-            self.items[label].append([x, uncertainty, 0])
+            self.items[label].append([x.clone(), uncertainty, 0])  # x may view the batch
         for items in self.items:
             for item in items:
                 item[2] += 1
@@ -164,7 +164,7 @@ class RoTTA(TTAMethod):
         uncertainty = -(probs * torch.log(probs + 1e-6)).sum(1)
         labels, uncertainties = probs.argmax(1).tolist(), uncertainty.tolist()
         for i, (label, u) in enumerate(zip(labels, uncertainties, strict=True)):
-            self.memory.add(x[i].clone(), label, u)
+            self.memory.add(x[i], label, u)
             self.seen += 1
             if self.seen % self.update_every == 0:
                 self.update()
