@@ -44,7 +44,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
 
 from ttabench.data.cifar_c import CifarC  # noqa: E402
 from ttabench.data.corruptions import COMMON_CORRUPTIONS  # noqa: E402
-from ttabench.runner import fetch_images  # noqa: E402
+from ttabench.loader import fetch_images  # noqa: E402
 from ttabench.streams import Stream  # noqa: E402
 
 MB = 1e6

@@ -20,8 +20,8 @@ from ttabench.data.cifar_c import CifarC
 from ttabench.data.corruptions import COMMON_CORRUPTIONS, corrupt, frost, sample_generators
 from ttabench.data.embedded import EmbeddedCorruptions
 from ttabench.data.folder_c import FolderC
+from ttabench.loader import fetch_images
 from ttabench.run import run
-from ttabench.runner import fetch_images
 from ttabench.streams import Stream
 
 from .c_fixtures import (

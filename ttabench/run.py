@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ttabench.config import list_groups
 from ttabench.data.source_data import source_data_provider
+from ttabench.loader import BatchLoader
 from ttabench.memory import PeakMemory
 from ttabench.methods.base import MethodContext, TTAMethod
 from ttabench.methods.defaults import apply_dataset_defaults
@@ -86,7 +87,11 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> pd.DataFrame:
             "provenance": ";".join(f"{k}={v}" for k, v in dataset.provenance().items()),
         }
         memory = PeakMemory(device)  # from here: the model, the method's set-up, the stream
+        amp = _flag(cfg, "amp")
         method = build_method(cfg, int(dataset.num_classes), device)
+        loader = BatchLoader(
+            dataset, plan, device, _count(cfg, "prefetch"), _flag(cfg, "channels_last")
+        )
     except Exception as exc:  # a configuration error: recorded, then the CLI reports it
         _write_summary(run_dir, None, StreamRecord(), meta | _failed(run_dir, exc))
         raise
@@ -96,7 +101,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> pd.DataFrame:
     online = OnlineLog(run_dir / "online.csv", _Refresher(run_dir, plan, record, running))
     status = _status("incomplete", "interrupted")  # until the stream has run to its end
     try:
-        run_stream(method, dataset, plan, device, online, record, cfg.get("progress", True))
+        with loader:
+            run_stream(method, loader, online, record, cfg.get("progress", True), amp)
         status = _status("complete", "")
     except Exception as exc:  # recorded, not raised: a sweep goes on with its other runs
         status = _failed(run_dir, exc)
@@ -146,6 +152,10 @@ def build_method(cfg: DictConfig, num_classes: int, device: torch.device | str) 
     (``cfg.method`` already resolved by ``apply_dataset_defaults``)."""
     check_combination(cfg)
     model = instantiate(cfg.norm).apply(instantiate(cfg.model)).to(device)
+    if _flag(cfg, "channels_last"):
+        model = model.to(memory_format=torch.channels_last)
+    if _flag(cfg, "compile"):
+        model.compile()  # in place: the module (and what methods copy of it) stays the same type
     context = MethodContext(
         num_classes=num_classes,
         batch_size=int(cfg.stream.batch_size),
@@ -202,7 +212,29 @@ def _meta(cfg: DictConfig, method_defaults: str | None = None) -> dict[str, Any]
         "method_params": _params(cfg.method, skip=("_target_",), extra=method_defaults),
         "stream_sha256": "",
         "provenance": "",
+        **{key: cfg.get(key, False) for key in EXECUTION},  # checked by _flag when used
     }
+
+
+#: Run keys that choose how the model executes; they may change results in the last digits, so
+#: each is a summary column (and part of a sweep's directory name). All off by default.
+EXECUTION = ("amp", "channels_last", "compile")
+
+
+def _flag(cfg: DictConfig, key: str) -> bool:
+    """A boolean run key, refused unless it is one (``amp=maybe`` is not silently false)."""
+    value = cfg.get(key, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false, not {value!r}")
+    return value
+
+
+def _count(cfg: DictConfig, key: str) -> int | None:
+    """A count run key (null: the default), refused unless it is an integer >= 0."""
+    value = cfg.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise ValueError(f"{key} must be an integer >= 0 or null, not {value!r}")
+    return value
 
 
 def _status(status: str, message: str) -> dict[str, str]:
@@ -273,7 +305,7 @@ def _params(node: DictConfig, skip: tuple[str, ...], extra: str | None = None) -
 
 
 #: Run keys that do not change results (also left out of sweep directory names, run.yaml).
-NOT_RESULTS = ("device", "progress", "resume", "save_predictions", "threads")
+NOT_RESULTS = ("device", "prefetch", "progress", "resume", "save_predictions", "threads")
 
 
 def _check_same_config(run_dir: Path, own: DictConfig) -> None:

@@ -1,8 +1,9 @@
 """The online loop: for each batch of the stream, predict (and let the method adapt), then log.
 
 The runner knows nothing of specific methods, datasets or streams: it resets the method where
-the stream says so, fetches the batch's uint8 images from the dataset, converts them to floats in
-[0, 1] on the device, scores ``argmax(method(x))`` and appends one row to ``online.csv``.
+the stream says so, takes the batch's images from the loader (floats in [0, 1] on the device,
+read ahead: :mod:`ttabench.loader`), scores ``argmax(method(x))`` and appends one row to
+``online.csv``.
 Non-finite logits (a diverging method) are counted and scored as wrong, never raised; so is a
 non-finite loss, with the step it happened at. Each row also carries the method's cost: samples
 forwarded and back-propagated, recoveries, and the seconds of its call.
@@ -18,10 +19,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ttabench.data.base import CorruptionDataset
+from ttabench.loader import BatchLoader
 from ttabench.methods.base import TTAMethod
 from ttabench.results import OnlineLog
-from ttabench.streams import StreamPlan, label_stats
+from ttabench.streams import batch_label_stats
 
 log = logging.getLogger(__name__)
 
@@ -42,43 +43,38 @@ class StreamRecord:
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
-def fetch_images(dataset: CorruptionDataset, plan: StreamPlan, domain_ids, indices) -> torch.Tensor:
-    """uint8 images of one batch in stream order (a mixed batch spans several domains)."""
-    first = int(domain_ids[0])
-    if (domain_ids == first).all():
-        return dataset.images(plan.domains[first], indices)
-    out = None
-    for d in np.unique(domain_ids):
-        rows = np.flatnonzero(domain_ids == d)
-        part = dataset.images(plan.domains[int(d)], indices[rows])
-        if out is None:
-            out = part.new_empty((len(indices), *part.shape[1:]))
-        out[torch.from_numpy(rows)] = part
-    return out
-
-
 def run_stream(
     method: TTAMethod,
-    dataset: CorruptionDataset,
-    plan: StreamPlan,
-    device: torch.device,
+    loader: BatchLoader,
     online: OnlineLog,
     record: StreamRecord,
     progress: bool = True,
+    amp: bool = False,
 ) -> None:
-    """Stream ``plan`` through ``method``, appending to ``online`` and ``record`` as it goes."""
-    stream_labels = plan.labels_of(dataset.labels)
+    """Stream ``loader``'s plan through ``method``, appending to ``online`` and ``record``.
+
+    The per-batch work outside the model is kept small: label statistics are computed for the
+    whole plan at once, images are read ahead by the loader, and the one host synchronisation
+    per batch is the copy of the predictions that the log needs. ``amp``: the method runs under
+    ``torch.autocast`` in bfloat16 (float32's exponent range, so gradient methods need no loss
+    scaling); logits are scored in float32.
+    """
+    plan = loader.plan
+    stream_labels = plan.labels_of(loader.dataset.labels)
+    stats = batch_label_stats(stream_labels, plan.batch_starts)
     total = correct_so_far = 0
     warned = False
-    bar = tqdm(plan.batches(), total=plan.n_batches, disable=not progress, unit="batch")
-    for step, batch in enumerate(bar):
-        dom, idx = batch.domain_ids, batch.indices
+    autocast = torch.autocast(loader.device.type, dtype=torch.bfloat16, enabled=amp)
+    bar = tqdm(loader, total=plan.n_batches, disable=not progress, unit="batch")
+    for batch, x in bar:
+        step, dom = batch.number, batch.domain_ids
         if batch.reset:
             method.reset()
         y = stream_labels[plan.batch_starts[step] : plan.batch_starts[step + 1]]
-        x = fetch_images(dataset, plan, dom, idx).to(device, non_blocking=True).float().div_(255)
         start = time.perf_counter()
-        logits = method(x)
+        with autocast:
+            logits = method(x)
+        logits = logits.float()
         finite = torch.isfinite(logits).all(dim=1)
         pred = torch.where(finite, logits.argmax(dim=1), -1).cpu().numpy()  # syncs the device
         seconds = time.perf_counter() - start
@@ -90,7 +86,7 @@ def run_stream(
             warned = True
         correct = int((pred == y).sum())
         total, correct_so_far = total + len(y), correct_so_far + correct
-        domains = np.unique(dom)
+        domains = dom[:1] if dom[0] == dom[-1] and (dom == dom[0]).all() else np.unique(dom)
         single = len(domains) == 1
         row = {
             "step": step,
@@ -100,15 +96,17 @@ def run_stream(
             "correct": correct,
             "batch_acc": correct / len(y),
             "cum_acc": correct_so_far / total,
-            **label_stats(y),
+            "n_classes": int(stats["n_classes"][step]),
+            "majority_frac": float(stats["majority_frac"][step]),
+            "label_entropy": float(stats["label_entropy"][step]),
             "n_domains": len(domains),
             "nonfinite": nonfinite,
             **costs,
             "seconds": round(seconds, 6),
         }
         online.write(row)
-        record.sample_domain.append(np.asarray(dom))
-        record.sample_index.append(np.asarray(idx))
+        record.sample_domain.append(dom)
+        record.sample_index.append(batch.indices)
         record.sample_label.append(y)
         record.sample_pred.append(pred)
         record.batch_rows.append(row)
