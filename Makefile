@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= outputs/demo
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-slow lint format pretrain pretrain-iabn clean
+.PHONY: help install demo test test-slow lint format pretrain pretrain-iabn clean bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ lint: $(STAMP) ## ruff check and format check
 format: $(STAMP) ## apply ruff formatting and safe fixes
 	$(VENV)/bin/ruff check --fix ttabench tests scripts
 	$(VENV)/bin/ruff format ttabench tests scripts
+
+bench: $(STAMP) ## benchmark of the harness into results/bench/<device>/bench.csv (QUICK=1: a minute or two)
+	$(PY) scripts/bench.py $(if $(QUICK),--quick --out outputs/bench,)
 
 pretrain: $(STAMP) ## retrain the shipped embedded model (writes ttabench/models/weights/)
 	$(VENV)/bin/ttabench pretrain

@@ -221,3 +221,14 @@ def test_vectorised_summary_equals_the_per_domain_rule():
         for key, value in values.items():
             assert row[key] == pytest.approx(value), (name, key)
     assert got.iloc[-1]["n"] == len(sample_domain) and got.iloc[-1]["x"] == 1
+
+
+def test_read_ahead_holds_at_most_prefetch_batches_beyond_the_current_one():
+    """What bounds memory on a 50,000-image stream: the reading thread waits for the model."""
+    dataset = Recording(n=4000)
+    ahead = []
+    for batch, _ in BatchLoader(dataset, plan_of(dataset), "cpu", prefetch=2):
+        threading.Event().wait(0.002)  # a slow model: the reader fills its queue meanwhile
+        ahead.append(dataset.calls - (batch.number + 1))
+    # queued (2) + one read waiting for a free slot
+    assert max(ahead) <= 3 and max(ahead) >= 1

@@ -70,8 +70,8 @@ class OnlineLog:
 
     def __init__(self, path: Path, on_new_domain: Callable[[], None] | None = None) -> None:
         self._file: IO[str] = open(path, "w", newline="")  # noqa: SIM115 (closed in close())
-        self._writer = csv.DictWriter(self._file, fieldnames=ONLINE_COLUMNS)
-        self._writer.writeheader()
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(ONLINE_COLUMNS)
         self._on_new_domain = on_new_domain
         self._domain: Any = None
 
@@ -79,7 +79,7 @@ class OnlineLog:
         if self._on_new_domain and self._domain is not None and row["domain"] != self._domain:
             self._on_new_domain()
         self._domain = row["domain"]
-        self._writer.writerow(row)
+        self._writer.writerow([row[column] for column in ONLINE_COLUMNS])  # KeyError if missing
         self._file.flush()
 
     def close(self) -> None:
