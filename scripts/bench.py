@@ -8,7 +8,8 @@ in this one process, so a change of machine load hits case and baseline alike.
 
 - ``harness``: the whole ``run(cfg)`` with ``method=source`` on the embedded benchmark (first
   three corruptions; data read, stream, logging, summaries) vs a bare loop of ``model(x)`` over
-  the same batches pre-loaded on the device. Fixed costs included. A second row splits each run
+  the same batches pre-loaded on the device, in mirrored rounds (bare, run, run, bare). Fixed
+  costs included. A second row splits each run
   from within: the share of its wall time spent in the method call (the ``seconds`` column of
   ``online.csv``). Both halves of that share are measured at the same moments, so it holds still
   on a machine whose speed drifts, where the direct ratio needs many rounds.
@@ -94,18 +95,32 @@ CORRUPTIONS = (
 )
 
 
-def timed_rounds(cases: dict[str, Callable[[], None]], repeats: int, sync: Callable[[], None]):
-    """Seconds of every case in each of ``repeats`` rounds; the cases take turns in a round."""
+def timed_rounds(
+    cases: dict[str, Callable[[], None]],
+    repeats: int,
+    sync: Callable[[], None],
+    mirrored: bool = False,
+) -> dict[str, list[float]]:
+    """Seconds of every case in each of ``repeats`` rounds; the cases take turns in a round.
+
+    ``mirrored``: each round runs the cases forward then backward (A B B A) and records the sum
+    of the two, which cancels a machine speed that drifts linearly within the round (long
+    cases on a shared machine).
+    """
     for fn in cases.values():  # warm-up: allocator, kernel selection, caches
         fn()
+    order = list(cases)
     times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(repeats):
-        for name, fn in cases.items():
+        spent = dict.fromkeys(order, 0.0)
+        for name in order + order[::-1] if mirrored else order:
             sync()
             start = time.perf_counter()
-            fn()
+            cases[name]()
             sync()
-            times[name].append(time.perf_counter() - start)
+            spent[name] += time.perf_counter() - start
+        for name in order:
+            times[name].append(spent[name] / (2 if mirrored else 1))
     return times
 
 
@@ -190,7 +205,7 @@ class Bench:
                 shares.append(pd.read_csv(Path(tmp) / "run" / "online.csv")["seconds"].sum() / wall)
 
             cases = {"bare": bare, "harness": harness}
-            times = timed_rounds(cases, a.repeats, self.sync)
+            times = timed_rounds(cases, a.repeats, self.sync, mirrored=True)
             mem = {case: peak_mb(fn, self.device) for case, fn in cases.items()}
         n = len(plan)
         for case, baseline in (("bare", "bare"), ("harness", "bare")):
@@ -540,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quick = args.quick
     args.harness_n = 2000 if quick else 10_000
-    args.repeats = 3 if quick else 9
+    args.repeats = 2 if quick else 5
     args.repeats_small = 3 if quick else 7
     args.batches = 3 if quick else 5
     args.stream_n = 5_000 if quick else 50_000

@@ -232,3 +232,12 @@ def test_read_ahead_holds_at_most_prefetch_batches_beyond_the_current_one():
         ahead.append(dataset.calls - (batch.number + 1))
     # queued (2) + one read waiting for a free slot
     assert max(ahead) <= 3 and max(ahead) >= 1
+
+
+@pytest.mark.slow
+def test_compile_runs_a_gradient_method_and_keeps_its_accuracy(tmp_path):
+    """torch.compile on the CPU (inductor needs a C compiler): same method, same errors."""
+    plain = run(compose_run("method=tent"), tmp_path / "plain")
+    compiled = run(compose_run("method=tent", "compile=true"), tmp_path / "compiled")
+    assert compiled["compile"].iloc[-1] == True  # noqa: E712 (a numpy bool)
+    assert abs(compiled["error"].iloc[-1] - plain["error"].iloc[-1]) < 1.0
