@@ -390,3 +390,19 @@ def test_cli_missing_root_is_one_paragraph_exit_2(tmp_path):
     )
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "CIFAR-10-C: data root" in out.stderr and "never downloads" in out.stderr
+
+
+def test_decoding_threads_are_not_part_of_a_runs_configuration(imagenet_root, tmp_path):
+    """dataset.workers changes how fast JPEGs are decoded, never which images: a rerun with
+    another thread count finds the complete run instead of refusing it as another config."""
+    base = ["dataset=imagenetc", f"dataset.root={imagenet_root}", "dataset.n_per_domain=3",
+            "dataset.corruptions=[contrast]", "stream.batch_size=2", "method=bn"]  # fmt: skip
+    with pytest.warns(UserWarning, match="wnid folders"):
+        first = run(compose_run(*base, "dataset.workers=1"), tmp_path)
+    assert "workers" not in first["dataset_params"].iloc[-1]
+    before = (tmp_path / "online.csv").stat().st_mtime_ns
+    again = run(compose_run(*base, "dataset.workers=3"), tmp_path)  # no error: same config
+    assert again["status"].iloc[-1] == "complete"
+    assert (tmp_path / "online.csv").stat().st_mtime_ns == before  # skipped, not rerun
+    with pytest.raises(InstantiationException, match="workers must be an integer >= 0"):
+        instantiate(compose_run(*base, "dataset.workers=-1").dataset)

@@ -208,7 +208,7 @@ def _meta(cfg: DictConfig, method_defaults: str | None = None) -> dict[str, Any]
         "stream_params": _params(cfg.stream, skip=("_target_", "seed", "batch_size")),
         "norm_params": _params(cfg.norm, skip=("_target_",)),
         "model_params": _params(cfg.model, skip=("_target_",)),
-        "dataset_params": _params(cfg.dataset, skip=("_target_", "name", "cache_dir")),
+        "dataset_params": _params(cfg.dataset, skip=("_target_", "name", *NOT_RESULTS_DATASET)),
         "method_params": _params(cfg.method, skip=("_target_",), extra=method_defaults),
         "stream_sha256": "",
         "provenance": "",
@@ -304,6 +304,8 @@ def _params(node: DictConfig, skip: tuple[str, ...], extra: str | None = None) -
     return ";".join(pairs + ([f"defaults={extra}"] if extra else []))
 
 
+#: Dataset keys that say where images are cached and how many threads decode them, not which.
+NOT_RESULTS_DATASET = ("cache_dir", "workers")
 #: Run keys that do not change results (also left out of sweep directory names, run.yaml).
 NOT_RESULTS = ("device", "prefetch", "progress", "resume", "save_predictions", "threads")
 
@@ -320,7 +322,7 @@ def _check_same_config(run_dir: Path, own: DictConfig) -> None:
         k
         for k in before.keys() | now.keys()
         if k.split(".")[0] not in NOT_RESULTS
-        and k != "dataset.cache_dir"  # where images are cached, not which
+        and not (k.startswith("dataset.") and k[len("dataset.") :] in NOT_RESULTS_DATASET)
         and before.get(k) != now.get(k)
     )
     if changed:

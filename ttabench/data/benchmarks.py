@@ -56,6 +56,7 @@ def corruption_benchmark(
     seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
     name: str | None = None,
+    workers: int | None = None,
 ) -> CorruptionDataset:
     """A corruption benchmark from its published files or generated from its clean test set.
 
@@ -72,6 +73,7 @@ def corruption_benchmark(
         seed: Corruption seed (``generate`` only; published files are unseeded).
         cache_dir: Cache of generated domains (default ``$TTABENCH_CACHE``).
         name: Recorded dataset name (default: ``benchmark``).
+        workers: JPEG folders only: threads decoding a batch (None: the CPUs, at most 8).
 
     Raises:
         FileNotFoundError: Data missing under the root (the message names the layout).
@@ -100,5 +102,13 @@ def corruption_benchmark(
         classes = spec.num_classes
         return CifarC(root, spec.folder, corruptions, severity, n_per_domain, classes, name)
     return FolderC(
-        root, spec.folder, corruptions, severity, n_per_domain, id_list, spec.num_classes, name
+        root,
+        spec.folder,
+        corruptions,
+        severity,
+        n_per_domain,
+        id_list,
+        spec.num_classes,
+        name,
+        workers,
     )
