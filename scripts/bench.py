@@ -344,27 +344,24 @@ class Bench:
         times = timed_rounds(cases, a.repeats_small, self.sync)
         for case in cases:
             ips = a.batch_size / statistics.median(times[case])
-            self.rows.append(
-                row(
-                    case,
-                    "data",
-                    self.device,
-                    "-",
-                    a.batch_size,
-                    ips,
-                    float("nan"),
-                    "-",
-                    peak_mb(cases[case], self.device),
-                    a.repeats_small,
-                )
-            )
+            self._data_row(case, ips, peak_mb(cases[case], self.device), a.repeats_small)
 
     def _cifar_reader(self, tmp: Path) -> None:
         from bench_readers import write_files
 
-        folder = tmp / "CIFAR-10-C"
-        write_files(folder, ["gaussian_noise"], fill=True)
+        write_files(tmp / "CIFAR-10-C", ["gaussian_noise"], fill=True)
         dataset = CifarC(tmp, corruptions=["gaussian_noise"], severity=5, n_per_domain=None)
+        self._reader_row("read:cifar_c (memory-mapped .npy)", dataset)
+
+    def _folder_reader(self, tmp: Path) -> None:
+        write_imagenet_c(tmp / "ImageNet-C", wnids=20, files=8, distinct=16)
+        for workers, label in ((1, "1 thread"), (None, f"{min(8, os.cpu_count() or 1)} threads")):
+            dataset = FolderC(tmp, corruptions=["gaussian_noise"], n_per_domain=None,
+                              num_classes=20, workers=workers)  # fmt: skip
+            self._reader_row(f"read:imagenet_c (JPEG decode, {label})", dataset)
+
+    def _reader_row(self, case: str, dataset) -> None:
+        """Images/s of reading one domain through the loader, batches as the runner gets them."""
         plan = Stream(batch_size=self.args.batch_size, seed=0).build(
             dataset.domains, dataset.labels
         )
@@ -376,57 +373,14 @@ class Bench:
 
         times = timed_rounds({"read": read}, self.args.repeats_small, self.sync)
         ips = len(plan) / statistics.median(times["read"])
-        self.rows.append(
-            row(
-                "read:cifar_c (memory-mapped .npy)",
-                "data",
-                self.device,
-                "-",
-                self.args.batch_size,
-                ips,
-                float("nan"),
-                "-",
-                peak_mb(read, self.device),
-                self.args.repeats_small,
-            )
-        )
+        self._data_row(case, ips, peak_mb(read, self.device), self.args.repeats_small)
 
-    def _folder_reader(self, tmp: Path) -> None:
-        root = write_imagenet_c(tmp / "ImageNet-C", wnids=20, files=8, distinct=16)
-        for workers, label in ((1, "1 thread"), (None, f"{min(8, os.cpu_count() or 1)} threads")):
-            dataset = FolderC(
-                tmp,
-                corruptions=["gaussian_noise"],
-                n_per_domain=None,
-                num_classes=20,
-                workers=workers,
-            )
-            plan = Stream(batch_size=self.args.batch_size, seed=0).build(
-                dataset.domains, dataset.labels
-            )
-
-            def read(dataset=dataset, plan=plan) -> None:
-                for _ in BatchLoader(dataset, plan, self.device):
-                    pass
-                self.sync()
-
-            times = timed_rounds({"read": read}, self.args.repeats_small, self.sync)
-            ips = len(plan) / statistics.median(times["read"])
-            self.rows.append(
-                row(
-                    f"read:imagenet_c (JPEG decode, {label})",
-                    "data",
-                    self.device,
-                    "-",
-                    self.args.batch_size,
-                    ips,
-                    float("nan"),
-                    "-",
-                    peak_mb(read, self.device),
-                    self.args.repeats_small,
-                )
-            )
-        del root
+    def _data_row(self, case: str, images_per_s: float, mem: float, repeats: int) -> None:
+        group = "memory" if case.startswith("stream:") else "data"
+        batch = 64 if group == "memory" else self.args.batch_size
+        nan = float("nan")
+        self.rows.append(row(case, group, self.device, "-", batch, images_per_s, nan, "-", mem,
+                             repeats))  # fmt: skip
 
     def imagenet_stream(self) -> None:
         """A whole ImageNet-C domain through the loader with read-ahead: RSS growth and speed."""
@@ -444,20 +398,8 @@ class Bench:
 
             growth = peak_mb(stream, torch.device("cpu"))  # host memory, whatever the device
             seconds = time.perf_counter() - start
-        self.rows.append(
-            row(
-                f"stream:imagenet_c ({n} images, prefetch 2, RSS growth)",
-                "memory",
-                self.device,
-                "-",
-                64,
-                len(plan) / seconds,
-                float("nan"),
-                "-",
-                growth,
-                1,
-            )
-        )
+        case = f"stream:imagenet_c ({n} images, prefetch 2, RSS growth)"
+        self._data_row(case, len(plan) / seconds, growth, 1)
 
 
 def _each(method: Callable[[torch.Tensor], torch.Tensor], batches: list[torch.Tensor]) -> None:

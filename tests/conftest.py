@@ -3,6 +3,10 @@ data cache, so tests never touch the user's ~/.cache/ttabench."""
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
@@ -33,3 +37,12 @@ def compose_run(*overrides: str, tiny: bool = True) -> DictConfig:
 @pytest.fixture
 def tiny_cfg():
     return compose_run
+
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/<name>.py`` imported as a module (scripts are not a package)."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -3,7 +3,6 @@ dataset: sweeps through ``ttabench run -m``, tables, figures and the README bloc
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import subprocess
 import sys
@@ -12,14 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from .conftest import load_script
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "reference_results.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("reference_results", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def n_runs(overrides: list[str]) -> int:
@@ -28,7 +22,7 @@ def n_runs(overrides: list[str]) -> int:
 
 
 def test_the_grid_is_the_documented_one():
-    ref = load_script()
+    ref = load_script("reference_results")
     grid = ref.sweeps(ref.METHODS, ref.STREAMS, [str(s) for s in ref.SEEDS], quick=False)
     bs64 = [g for g in grid if "stream.batch_size=1" not in g]
     bs1 = [g for g in grid if "stream.batch_size=1" in g]
