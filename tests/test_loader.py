@@ -241,3 +241,14 @@ def test_compile_runs_a_gradient_method_and_keeps_its_accuracy(tmp_path):
     compiled = run(compose_run("method=tent", "compile=true"), tmp_path / "compiled")
     assert compiled["compile"].iloc[-1] == True  # noqa: E712 (a numpy bool)
     assert abs(compiled["error"].iloc[-1] - plain["error"].iloc[-1]) < 1.0
+
+
+@pytest.mark.parametrize("norm", ["alpha", "ema", "rbn", "iabn", "unmix"])
+def test_amp_keeps_every_norms_statistics_in_float32(tmp_path, norm):
+    """Under bfloat16 autocast the norms' running buffers stay float32 (RBN's lerp of a bf16
+    mean into them once failed) and the errors stay close to float32's."""
+    small = ["dataset.corruptions=[gaussian_noise]", "dataset.n_per_domain=192", f"norm={norm}"]
+    fp32 = run(compose_run(*small), tmp_path / "fp32")
+    bf16 = run(compose_run(*small, "amp=true"), tmp_path / "bf16")
+    assert bf16["status"].iloc[-1] == "complete", bf16["message"].iloc[-1]
+    assert abs(bf16["error"].iloc[-1] - fp32["error"].iloc[-1]) < 4.0

@@ -22,8 +22,10 @@ so every norm takes part in the same way.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +55,11 @@ class NormLayer(nn.Module):
         adapt: whether a forward pass may update the layer's statistics (default True; layers
             without test-time state ignore it).
     """
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "forward" in cls.__dict__:  # every norm's statistics in float32 (amp=true)
+            cls.forward = float32_statistics(cls.forward)
 
     def __init__(self, bn: _BatchNorm) -> None:
         super().__init__()
@@ -216,3 +223,18 @@ def statistics_frozen(model: nn.Module) -> Iterator[None]:
     finally:
         for layer, adapt in zip(layers, before, strict=True):
             layer.adapt = adapt
+
+
+def float32_statistics(forward: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """Run a normalisation layer's ``forward`` in float32 whatever its input: under autocast
+    (``amp=true``) a bfloat16 activation has its statistics and running buffers computed in
+    float32, as torch's own BatchNorm does; the next convolution casts the output back."""
+
+    @functools.wraps(forward)
+    def wrapper(self: nn.Module, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if x.dtype in (torch.float16, torch.bfloat16):
+            with torch.autocast(x.device.type, enabled=False):
+                return forward(self, x.float(), *args, **kwargs)
+        return forward(self, x, *args, **kwargs)
+
+    return wrapper

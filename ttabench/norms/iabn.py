@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ttabench.norms.base import Norm, require_batchnorm
+from ttabench.norms.base import Norm, float32_statistics, require_batchnorm
 
 
 class _InstanceAware:
@@ -45,6 +45,7 @@ class _InstanceAware:
     k: float
     skip_thres: int
 
+    @float32_statistics
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         axes = tuple(range(2, x.dim()))
         length = math.prod(x.shape[2:])
