@@ -169,7 +169,7 @@ class CifarC:
         if not path.is_file():
             self._check_files([corruption])
         try:
-            header = np.load(path, mmap_mode="r")  # parses and checks the npy header only
+            header = np.load(path, mmap_mode="r", allow_pickle=False)  # the npy header only
         except (ValueError, OSError) as exc:
             raise ValueError(f"{path} is not a readable .npy file: {exc}") from None
         shape = (SEVERITIES * self.block, 32, 32, 3)
@@ -205,7 +205,7 @@ class CifarC:
 
 def _load_labels(path: Path) -> np.ndarray:
     try:
-        labels = np.load(path)
+        labels = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
         raise ValueError(f"{path} is not a readable .npy file: {exc}") from None
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):

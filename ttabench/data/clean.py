@@ -26,6 +26,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 
 from ttabench.data import synthetic
+from ttabench.data.cifar_pickle import RefusedPickleError, load_cifar_pickle
 from ttabench.data.folder_c import list_samples, list_wnids, read_id_list, select_samples
 from ttabench.data.roots import check_n, find_dir, fingerprint_files
 
@@ -131,9 +132,10 @@ def _cifar(root, source: str) -> tuple[np.ndarray, np.ndarray, str]:
     }[source]
     path = find_dir(root, [folder], lambda d: [d / file], source) / file
     try:
-        with open(path, "rb") as f:  # torchvision reads these with pickle too (trusted files)
-            entry = pickle.load(f, encoding="latin1")
+        entry = load_cifar_pickle(path)  # refuses anything but the format's types
         data, labels = np.asarray(entry["data"], dtype=np.uint8), np.asarray(entry[key])
+    except RefusedPickleError as exc:  # a crafted file: its message names file and global
+        raise ValueError(str(exc)) from None
     except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as exc:
         raise ValueError(
             f"{path} is not a {source} test pickle (dict with 'data' and {key!r}): {exc!r}"

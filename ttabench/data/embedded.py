@@ -151,7 +151,7 @@ class EmbeddedCorruptions:
             tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
             np.save(tmp, array)
             os.replace(tmp, path)  # atomic: parallel runs never read a half-written file
-        return np.load(path, mmap_mode="r")
+        return np.load(path, mmap_mode="r", allow_pickle=False)
 
     def _generate(self, domain: Domain, what: str) -> np.ndarray:
         if domain.corruption == CLEAN:

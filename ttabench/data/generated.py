@@ -215,4 +215,4 @@ class GeneratedCorruptions:
             tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
             np.save(tmp, images.numpy())
             os.replace(tmp, path)  # atomic: parallel runs never read a half-written file
-        return np.load(path, mmap_mode="r")
+        return np.load(path, mmap_mode="r", allow_pickle=False)

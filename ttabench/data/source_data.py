@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import os
-import pickle
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from ttabench.data import synthetic
+from ttabench.data.cifar_pickle import load_cifar_pickle
 from ttabench.data.clean import _read_idx, preprocess_imagenet
 from ttabench.data.folder_c import list_samples, list_wnids
 from ttabench.data.roots import data_root
@@ -103,8 +103,7 @@ def _read(
         key = "labels" if dataset == "cifar10c" else "fine_labels"
         data, labels = [], []
         for name in LAYOUTS[dataset][1]:
-            with open(folder / name, "rb") as f:  # torchvision's own format (trusted pickle)
-                entry = pickle.load(f, encoding="latin1")
+            entry = load_cifar_pickle(folder / name)  # runs no code from the file
             data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             labels.append(np.asarray(entry[key], dtype=np.int64))
         images, all_labels = np.concatenate(data), np.concatenate(labels)
