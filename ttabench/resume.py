@@ -9,9 +9,11 @@ run overwrites it with partial results at domain boundaries and with ``complete`
 ``incomplete`` (interrupted) at the end. So a directory is in exactly one of these states:
 
 - ``complete``: every row says ``complete``: skipped by ``resume=true``.
-- ``running``: the marker names a live process on this host other than this one: skipped, so
-  two processes never write into one directory (a process on another host cannot be checked:
-  do not rerun a sweep while its cluster jobs still run).
+- ``running``: the marker names a live process on this host other than this one: skipped. Two
+  processes on one host never get this far together: the run directory's lock
+  (:mod:`ttabench.lock`) admits one; the marker is the guard where ``flock`` does not reach (a
+  process on another host of a network file system cannot be checked: do not rerun a sweep
+  while its cluster jobs still run).
 - ``redo``: no summary, ``failed``, ``incomplete`` or a dead marker: run again, keeping the rows
   of the earlier attempt aside as ``online.attemptN.csv`` (and its ``error.txt`` /
   ``predictions.csv`` as ``*.attemptN.*``, so a complete directory holds no stale file).

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from ttabench.config import list_groups
 from ttabench.data.source_data import source_data_provider
 from ttabench.loader import BatchLoader
+from ttabench.lock import RunLock
 from ttabench.memory import PeakMemory
 from ttabench.methods.base import MethodContext, TTAMethod
 from ttabench.methods.defaults import apply_dataset_defaults
@@ -46,10 +47,16 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> pd.DataFrame:
     refreshed at domain boundaries, so a run killed at any moment is never mistaken for a
     finished one. A configuration error (bad knob, missing data) is recorded as ``failed`` and
     raised; an exception while streaming is recorded as ``failed`` and not raised, so a sweep
-    goes on with its other runs.
+    goes on with its other runs. One process per directory: a second one raises
+    :class:`~ttabench.lock.RunDirectoryBusy` before touching it.
     """
     run_dir = Path(run_dir) if run_dir else Path(HydraConfig.get().runtime.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir):  # before anything reads or writes the directory
+        return _run(cfg, run_dir)
+
+
+def _run(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     try:
         method_defaults = apply_dataset_defaults(cfg, _overrides(cfg))
     except ValueError as exc:  # a bad method knob: recorded (a sweep's report shows it), raised
