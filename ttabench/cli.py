@@ -35,6 +35,7 @@ def _run(argv: list[str]) -> int:
     from omegaconf import DictConfig
 
     from ttabench.run import run
+    from ttabench.signals import signal_of
     from ttabench.sweep import missing_launcher, use_launcher_presets
 
     problem = missing_launcher(argv)
@@ -47,6 +48,12 @@ def _run(argv: list[str]) -> int:
     def task(cfg: DictConfig) -> None:
         try:
             summary = run(cfg)
+        except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: recorded by run(); one line
+            name, signum = signal_of(exc)
+            where = HydraConfig.get().runtime.output_dir
+            print(f"ttabench run: interrupted ({name}): {where} keeps every row it logged; "
+                  "run the same command again to resume", file=sys.stderr)  # fmt: skip
+            sys.exit(128 + signum)
         except (InstantiationException, ValueError, FileNotFoundError) as exc:
             print(f"ttabench run: error: {_reason(exc)}", file=sys.stderr)
             if HydraConfig.get().mode == RunMode.MULTIRUN:

@@ -31,6 +31,7 @@ from ttabench.methods.defaults import apply_dataset_defaults
 from ttabench.results import OnlineLog, summarize, write_csv_atomic
 from ttabench.resume import RunState, keep_partial, run_state, running_message
 from ttabench.runner import StreamRecord, run_stream
+from ttabench.signals import interruptible, signal_of
 from ttabench.streams import StreamPlan
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> pd.DataFrame:
     """
     run_dir = Path(run_dir) if run_dir else Path(HydraConfig.get().runtime.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(run_dir):  # before anything reads or writes the directory
+    with RunLock(run_dir), interruptible():  # the lock before anything touches the directory
         return _run(cfg, run_dir)
 
 
@@ -113,8 +114,8 @@ def _run(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
         status = _status("complete", "")
     except Exception as exc:  # recorded, not raised: a sweep goes on with its other runs
         status = _failed(run_dir, exc)
-    except BaseException as exc:  # Ctrl-C, SystemExit (e.g. submitit pre-emption): re-raised
-        status = _status("incomplete", f"interrupted ({type(exc).__name__})")
+    except BaseException as exc:  # Ctrl-C, SIGTERM, SystemExit (submitit pre-emption): re-raised
+        status = _status("incomplete", f"interrupted ({signal_of(exc)[0]})")
         raise
     finally:
         online.close()

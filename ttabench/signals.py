@@ -1,0 +1,54 @@
+"""SIGTERM and SIGHUP end a run the way Ctrl-C does: recorded, then reported in one line.
+
+By default SIGTERM (``kill``, a scheduler's time limit) kills Python without unwinding, so the
+run could not mark itself and its ``summary.csv`` kept saying ``running``. Within
+:func:`interruptible` both signals raise :class:`Interrupted` in the main thread instead, a
+``KeyboardInterrupt``, so everything that handles Ctrl-C (the run's ``interrupted`` status,
+Hydra, joblib) handles them too.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+CAUGHT = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A termination signal turned into an exception (``signal_name``: e.g. ``SIGTERM``)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signal_name = signal.Signals(signum).name
+        self.signum = signum
+        super().__init__(self.signal_name)
+
+
+def signal_of(exc: BaseException) -> tuple[str, int]:
+    """Name and number of the signal behind an interruption (Ctrl-C: SIGINT; SystemExit: 0)."""
+    if isinstance(exc, Interrupted):
+        return exc.signal_name, exc.signum
+    if isinstance(exc, KeyboardInterrupt):
+        return "SIGINT", int(signal.SIGINT)
+    return type(exc).__name__, 0
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP raise :class:`Interrupted` (main thread only; a
+    run in another thread keeps the process's handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = {signum: signal.signal(signum, handler) for signum in CAUGHT}
+    try:
+        yield
+    finally:
+        for signum, before in previous.items():
+            signal.signal(signum, before)
