@@ -30,6 +30,7 @@ from ttabench.methods.base import MethodContext, TTAMethod
 from ttabench.methods.defaults import apply_dataset_defaults
 from ttabench.results import OnlineLog, summarize, write_csv_atomic
 from ttabench.resume import RunState, keep_partial, run_state, running_message
+from ttabench.run_keys import flag, run_keys
 from ttabench.runner import StreamRecord, run_stream
 from ttabench.signals import interruptible, signal_of
 from ttabench.streams import StreamPlan
@@ -59,16 +60,18 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> pd.DataFrame:
 
 def _run(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     try:
+        keys = run_keys(cfg)
         method_defaults = apply_dataset_defaults(cfg, _overrides(cfg))
-    except ValueError as exc:  # a bad method knob: recorded (a sweep's report shows it), raised
-        _write_summary(run_dir, None, StreamRecord(), _meta(cfg) | _failed(run_dir, exc))
+    except ValueError as exc:  # a bad run key or method knob: recorded (a sweep's report shows
+        if run_state(run_dir) is not RunState.COMPLETE:  # it), raised; complete results stay
+            _write_summary(run_dir, None, StreamRecord(), _meta(cfg) | _failed(run_dir, exc))
         raise
     own = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])  # hydra's needs HydraConfig
-    if cfg.get("resume", True):
+    if keys.resume:
         state = run_state(run_dir)
         if state is RunState.COMPLETE:
             _check_same_config(run_dir, own)
-            if cfg.get("save_predictions", False) and not (run_dir / "predictions.csv").exists():
+            if keys.save_predictions and not (run_dir / "predictions.csv").exists():
                 log.info("%s is complete but has no predictions.csv: running it again", run_dir)
                 state = RunState.REDO
         if state is not RunState.REDO:
@@ -80,12 +83,12 @@ def _run(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     _write_summary(run_dir, None, StreamRecord(), meta | _status("incomplete", running_message()))
     keep_partial(run_dir)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(own, resolve=True))
-    if cfg.get("threads"):  # else torch's default: the CPUs this process may use (see run.yaml)
-        torch.set_num_threads(int(cfg.threads))
+    if keys.threads:  # else torch's default: the CPUs this process may use (see run.yaml)
+        torch.set_num_threads(keys.threads)
 
-    device = _device(cfg.get("device", "auto"))
+    device = keys.device
     log.info("device %s, %d torch threads", device, torch.get_num_threads())
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(keys.seed)
     try:
         dataset = instantiate(cfg.dataset)
         plan = instantiate(cfg.stream).build(dataset.domains, dataset.labels)
@@ -95,11 +98,8 @@ def _run(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
             "provenance": ";".join(f"{k}={v}" for k, v in dataset.provenance().items()),
         }
         memory = PeakMemory(device)  # from here: the model, the method's set-up, the stream
-        amp = _flag(cfg, "amp")
         method = build_method(cfg, int(dataset.num_classes), device)
-        loader = BatchLoader(
-            dataset, plan, device, _count(cfg, "prefetch"), _flag(cfg, "channels_last")
-        )
+        loader = BatchLoader(dataset, plan, device, keys.prefetch, keys.channels_last)
     except Exception as exc:  # a configuration error: recorded, then the CLI reports it
         _write_summary(run_dir, None, StreamRecord(), meta | _failed(run_dir, exc))
         raise
@@ -110,7 +110,7 @@ def _run(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     status = _status("incomplete", "interrupted")  # until the stream has run to its end
     try:
         with loader:
-            run_stream(method, loader, online, record, cfg.get("progress", True), amp)
+            run_stream(method, loader, online, record, keys.progress, keys.amp)
         status = _status("complete", "")
     except Exception as exc:  # recorded, not raised: a sweep goes on with its other runs
         status = _failed(run_dir, exc)
@@ -119,7 +119,7 @@ def _run(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
         raise
     finally:
         online.close()
-        if cfg.get("save_predictions", False):
+        if keys.save_predictions:
             _write_predictions(run_dir, plan, record)
         # Last, so a summary that says complete implies every other file is written.
         summary = _write_summary(run_dir, plan, record, meta | memory.peaks() | status)
@@ -160,9 +160,9 @@ def build_method(cfg: DictConfig, num_classes: int, device: torch.device | str) 
     (``cfg.method`` already resolved by ``apply_dataset_defaults``)."""
     check_combination(cfg)
     model = instantiate(cfg.norm).apply(instantiate(cfg.model)).to(device)
-    if _flag(cfg, "channels_last"):
+    if flag(cfg, "channels_last"):
         model = model.to(memory_format=torch.channels_last)
-    if _flag(cfg, "compile"):
+    if flag(cfg, "compile"):
         model.compile()  # in place: the module (and what methods copy of it) stays the same type
     context = MethodContext(
         num_classes=num_classes,
@@ -220,29 +220,13 @@ def _meta(cfg: DictConfig, method_defaults: str | None = None) -> dict[str, Any]
         "method_params": _params(cfg.method, skip=("_target_",), extra=method_defaults),
         "stream_sha256": "",
         "provenance": "",
-        **{key: cfg.get(key, False) for key in EXECUTION},  # checked by _flag when used
+        **{key: cfg.get(key, False) for key in EXECUTION},  # checked by run_keys
     }
 
 
 #: Run keys that choose how the model executes; they may change results in the last digits, so
 #: each is a summary column (and part of a sweep's directory name). All off by default.
 EXECUTION = ("amp", "channels_last", "compile")
-
-
-def _flag(cfg: DictConfig, key: str) -> bool:
-    """A boolean run key, refused unless it is one (``amp=maybe`` is not silently false)."""
-    value = cfg.get(key, False)
-    if not isinstance(value, bool):
-        raise ValueError(f"{key} must be true or false, not {value!r}")
-    return value
-
-
-def _count(cfg: DictConfig, key: str) -> int | None:
-    """A count run key (null: the default), refused unless it is an integer >= 0."""
-    value = cfg.get(key)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-        raise ValueError(f"{key} must be an integer >= 0 or null, not {value!r}")
-    return value
 
 
 def _status(status: str, message: str) -> dict[str, str]:
@@ -349,9 +333,3 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
     for key, sub in tree.items():
         out.update(_flat(sub, f"{prefix}.{key}" if prefix else str(key)))
     return out
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)

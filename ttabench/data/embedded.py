@@ -31,6 +31,7 @@ from ttabench.data.corruptions import (
     sample_generators,
     unavailable_reason,
 )
+from ttabench.data.roots import check_distinct
 
 CLEAN = "clean"  # pseudo-corruption: the clean test images (severity 0)
 _CHUNK = 1000
@@ -80,6 +81,7 @@ class EmbeddedCorruptions:
         unknown = [c for c in corruptions if c not in valid]
         if unknown or not corruptions:
             raise ValueError(f"unknown corruption(s) {unknown}; valid: {valid}")
+        check_distinct(corruptions)
         for c in dict.fromkeys(corruptions):
             reason = None if c == CLEAN else unavailable_reason(c)
             if reason:

@@ -158,7 +158,20 @@ def check_corruptions(corruptions: Sequence[str], valid: Sequence[str]) -> list[
     """``corruptions`` as a list of known, distinct names, or a ValueError naming the valid ones."""
     names = [corruptions] if isinstance(corruptions, str) else [str(c) for c in corruptions]
     unknown = [c for c in names if c not in valid]
-    if unknown or not names or len(set(names)) != len(names):
-        problem = f"unknown corruption(s) {unknown}" if unknown else f"bad list {names}"
+    if unknown or not names:
+        problem = f"unknown corruption(s) {unknown}" if unknown else "an empty list"
         raise ValueError(f"{problem}; dataset.corruptions takes names from: {', '.join(valid)}")
+    check_distinct(names)
     return names
+
+
+def check_distinct(names: Sequence[str]) -> None:
+    """A corruption listed twice would be one domain counted twice (its summary row merged over
+    both visits): refused. Revisiting domains is the stream's job (``stream=continual``
+    with ``stream.domains=gradual``, or a mixed schedule)."""
+    repeated = sorted({c for c in names if list(names).count(c) > 1})
+    if repeated:
+        raise ValueError(
+            f"dataset.corruptions lists {', '.join(repeated)} more than once; list each "
+            "corruption once (each is one domain; streams decide visits)"
+        )
