@@ -8,6 +8,7 @@ a missing data root) end with a one-paragraph error and exit code 2, never a tra
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable
 
 from ttabench.config import config_dir, list_groups
@@ -119,12 +120,23 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
 }
 
 
+def _one_line_warnings(command: str) -> None:
+    """Warnings as ``ttabench <command>: warning: ...`` lines, without a source excerpt."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"ttabench {command}: warning: {message}", file=file or sys.stderr)
+
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
         return 0
     command = COMMANDS.get(argv[0])
+    if command is not None:
+        _one_line_warnings(argv[0])
     if command is None:
         print(
             f"ttabench: unknown command {argv[0]!r}; valid: {', '.join(COMMANDS)}\n",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -184,6 +185,22 @@ def parse_params(text: str) -> dict[str, str]:
     return {k: v for k, v in pairs}
 
 
+def _read_summary(path: Path) -> pd.DataFrame | None:
+    """One run's summary, or None with a warning naming the file when it cannot be read (empty,
+    truncated by a full disk, edited by hand): one broken run must not hide the others."""
+    try:
+        frame = pd.read_csv(path, keep_default_na=False, dtype=str)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+        warnings.warn(f"skipping {path}: unreadable ({str(exc).splitlines()[0]})", stacklevel=3)
+        return None
+    missing = {"domain", "status"} - set(frame.columns)
+    if missing:
+        message = f"skipping {path}: not a ttabench summary (no {sorted(missing)})"
+        warnings.warn(message, stacklevel=3)
+        return None
+    return frame
+
+
 def collect(paths: Iterable[str | Path]) -> pd.DataFrame:
     """Every run's summary rows under ``paths``, as one table with a ``run_dir`` column.
 
@@ -203,8 +220,9 @@ def collect(paths: Iterable[str | Path]) -> pd.DataFrame:
             key = path.parent.resolve()
             if key not in seen:
                 seen.add(key)
-                frame = pd.read_csv(path, keep_default_na=False, dtype=str)
-                frames.append(frame.assign(run_dir=str(path.parent)))
+                frame = _read_summary(path)
+                if frame is not None:
+                    frames.append(frame.assign(run_dir=str(path.parent)))
     if not frames:
         raise FileNotFoundError(f"no summary.csv under {', '.join(map(str, paths))}")
     runs = pd.concat(frames, ignore_index=True)

@@ -57,7 +57,10 @@ def run_state(run_dir: Path) -> RunState:
     path = run_dir / SUMMARY
     if not path.exists():
         return RunState.REDO
-    summary = pd.read_csv(path, usecols=["status", "message"], keep_default_na=False)
+    try:
+        summary = pd.read_csv(path, usecols=["status", "message"], keep_default_na=False)
+    except (ValueError, OSError, UnicodeDecodeError):  # empty, truncated or foreign: redo it
+        return RunState.REDO
     if len(summary) and (summary["status"] == "complete").all():
         return RunState.COMPLETE
     if len(summary) and _held_by_live_process(str(summary["message"].iloc[-1])):
