@@ -45,8 +45,11 @@ def _run(argv: list[str]) -> int:
         return 2
     use_launcher_presets()
 
+    started = []  # a job began: the configuration composed
+
     @hydra.main(config_path=str(config_dir()), config_name="run", version_base="1.3")
     def task(cfg: DictConfig) -> None:
+        started.append(True)
         try:
             summary = run(cfg)
         except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: recorded by run(); one line
@@ -67,7 +70,12 @@ def _run(argv: list[str]) -> int:
             sys.exit(1)
 
     sys.argv = ["ttabench run", *argv]
-    task()
+    try:
+        task()
+    except SystemExit as exc:  # Hydra exits 1 on its own configuration errors: bad input, 2
+        if exc.code == 1 and not started:
+            raise SystemExit(2) from None
+        raise
     return 0
 
 
