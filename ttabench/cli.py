@@ -39,7 +39,7 @@ def _run(argv: list[str]) -> int:
     from ttabench.signals import signal_of
     from ttabench.sweep import missing_launcher, use_launcher_presets
 
-    problem = missing_launcher(argv)
+    problem = missing_launcher(argv) or _output_dir_problem(argv)
     if problem:
         print(f"ttabench run: error: {problem}", file=sys.stderr)
         return 2
@@ -77,6 +77,19 @@ def _run(argv: list[str]) -> int:
             raise SystemExit(2) from None
         raise
     return 0
+
+
+def _output_dir_problem(argv: list[str]) -> str | None:
+    """A ``hydra.run.dir`` / ``hydra.sweep.dir`` that cannot be created (Hydra would raise)."""
+    from ttabench.paths import dir_problem
+
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key in ("hydra.run.dir", "hydra.sweep.dir") and value and "${" not in value:
+            problem = dir_problem(value)
+            if problem:
+                return f"{key}={value}: {problem}"
+    return None
 
 
 def _reason(exc: Exception) -> str:

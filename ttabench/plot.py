@@ -26,6 +26,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ttabench.compare import key_values
+from ttabench.paths import make_dir
 from ttabench.results import ALL, collect, domain_visits
 from ttabench.tables import configurations, order_of, select
 
@@ -287,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = runs.assign(error=pd.to_numeric(runs["error"], errors="coerce"))
         if not (runs["status"] == "complete").any():
             raise ValueError("no complete run to plot")
+        make_dir(args.out, "--out")
     except (FileNotFoundError, KeyError, ValueError) as exc:
         print(
             f"ttabench plot: error: {exc.args[0] if isinstance(exc, KeyError) else exc}",

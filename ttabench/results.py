@@ -213,8 +213,12 @@ def collect(paths: Iterable[str | Path]) -> pd.DataFrame:
     paths = [Path(p) for p in paths]
     frames, seen = [], set()
     for root in paths:
-        if root.is_file():
-            frames.append(pd.read_csv(root, keep_default_na=False, dtype=str))
+        if root.is_file():  # a table written by collect: unreadable is an input error
+            try:
+                frames.append(pd.read_csv(root, keep_default_na=False, dtype=str))
+            except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+                reason = str(exc).splitlines()[0]
+                raise ValueError(f"{root} is not a table of summary rows ({reason})") from None
             continue
         for path in sorted(root.rglob("summary.csv")):
             key = path.parent.resolve()

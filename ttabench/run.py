@@ -28,6 +28,7 @@ from ttabench.lock import RunLock
 from ttabench.memory import PeakMemory
 from ttabench.methods.base import MethodContext, TTAMethod
 from ttabench.methods.defaults import apply_dataset_defaults
+from ttabench.paths import make_dir
 from ttabench.results import OnlineLog, summarize, write_csv_atomic
 from ttabench.resume import RunState, keep_partial, run_state, running_message
 from ttabench.run_keys import flag, run_keys
@@ -52,8 +53,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> pd.DataFrame:
     goes on with its other runs. One process per directory: a second one raises
     :class:`~ttabench.lock.RunDirectoryBusy` before touching it.
     """
-    run_dir = Path(run_dir) if run_dir else Path(HydraConfig.get().runtime.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = make_dir(run_dir or HydraConfig.get().runtime.output_dir, "run directory")
     with RunLock(run_dir), interruptible():  # the lock before anything touches the directory
         return _run(cfg, run_dir)
 

@@ -32,6 +32,7 @@ from ttabench.data.corruptions import COMMON_CORRUPTIONS, corruption_provenance
 from ttabench.data.embedded import corruption_code_hash
 from ttabench.data.generated import JPEG_QUALITY, check_generatable, corrupt_samples, jpeg_bytes
 from ttabench.data.roots import ENV_VAR, check_severities, data_root
+from ttabench.paths import dir_problem
 
 _CHUNK = 256
 
@@ -78,8 +79,11 @@ def make_c(
     base = data_root(out) or data_root(root)
     if base is None:
         raise ValueError(f"no output folder: give --out or --root (or set {ENV_VAR})")
-    clean = load_clean(spec.clean, root, n_per_domain, id_list, seed)
     target = base / spec.folder
+    problem = dir_problem(target)  # before the clean set is read: fail fast on a bad --out
+    if problem:
+        raise ValueError(f"--out: {problem}")
+    clean = load_clean(spec.clean, root, n_per_domain, id_list, seed)
     quality = JPEG_QUALITY if spec.layout == "jpeg" else None
     record = {
         "clean": clean.name,
