@@ -175,3 +175,17 @@ def test_a_launcher_without_its_plugin_is_a_clear_error(monkeypatch):
     problem = missing_launcher(["method=bn", "hydra/launcher=submitit_slurm"])
     assert problem is not None and "pip install 'ttabench[slurm]'" in problem
     assert missing_launcher(["hydra/launcher=basic", "method=bn"]) is None
+
+
+def test_a_member_failing_at_set_up_never_stops_the_sweep_or_its_report(tmp_path):
+    """timm without a model name fails in OmegaConf, not with a ValueError: it used to print a
+    traceback and abort the end-of-sweep report."""
+    sweep = tmp_path / "sweep"
+    out = ttabench("run", "-m", "model=timm,embedded", f"hydra.sweep.dir={sweep}", *ONE_BATCH)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "ttabench run: error: Missing mandatory value: model.name" in out.stderr
+    assert "2 runs: 1 complete, 1 failed" in out.stdout
+    failed = next(p for p in sweep.iterdir() if "model=timm" in p.name)
+    message = pd.read_csv(failed / "summary.csv")["message"].iloc[-1]
+    assert message == "MissingMandatoryValue: Missing mandatory value: model.name"
+    assert "\n" not in message

@@ -7,6 +7,7 @@ a missing data root) end with a one-paragraph error and exit code 2, never a tra
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -34,10 +35,12 @@ def _run(argv: list[str]) -> int:
     from hydra.errors import InstantiationException
     from hydra.types import RunMode
     from omegaconf import DictConfig
+    from omegaconf.errors import OmegaConfBaseException
 
+    from ttabench.errors import one_line
     from ttabench.run import run
     from ttabench.signals import signal_of
-    from ttabench.sweep import missing_launcher, use_launcher_presets
+    from ttabench.sweep import SweepIncomplete, missing_launcher, use_launcher_presets
 
     problem = missing_launcher(argv) or _output_dir_problem(argv)
     if problem:
@@ -45,7 +48,7 @@ def _run(argv: list[str]) -> int:
         return 2
     use_launcher_presets()
 
-    started = []  # a job began: the configuration composed
+    started = []  # a job (or a sweep) began: the configuration composed
 
     @hydra.main(config_path=str(config_dir()), config_name="run", version_base="1.3")
     def task(cfg: DictConfig) -> None:
@@ -58,11 +61,19 @@ def _run(argv: list[str]) -> int:
             print(f"ttabench run: interrupted ({name}): {where} keeps every row it logged; "
                   "run the same command again to resume", file=sys.stderr)  # fmt: skip
             sys.exit(128 + signum)
-        except (InstantiationException, ValueError, FileNotFoundError) as exc:
-            print(f"ttabench run: error: {_reason(exc)}", file=sys.stderr)
+        except Exception as exc:  # run() raises only what stopped it before streaming
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"ttabench run: error: {one_line(exc)}", file=sys.stderr)
             if HydraConfig.get().mode == RunMode.MULTIRUN:
                 return  # recorded as failed in summary.csv; the other runs of the sweep go on
-            sys.exit(2)
+            bad_input = (
+                InstantiationException,
+                ValueError,
+                FileNotFoundError,
+                OmegaConfBaseException,
+            )
+            sys.exit(2 if isinstance(exc, bad_input) else 1)
         columns = ["domain", "severity", "n", "error", "status"]
         print(summary[columns].to_string(index=False, float_format="%.2f"))
         print(f"results: {HydraConfig.get().runtime.output_dir}")
@@ -73,7 +84,7 @@ def _run(argv: list[str]) -> int:
     try:
         task()
     except SystemExit as exc:  # Hydra exits 1 on its own configuration errors: bad input, 2
-        if exc.code == 1 and not started:
+        if exc.code == 1 and not started and not isinstance(exc, SweepIncomplete):
             raise SystemExit(2) from None
         raise
     return 0
@@ -90,15 +101,6 @@ def _output_dir_problem(argv: list[str]) -> str | None:
             if problem:
                 return f"{key}={value}: {problem}"
     return None
-
-
-def _reason(exc: Exception) -> str:
-    """The user's mistake without Hydra's wrapping ("Error in call to target ...")."""
-    cause = exc.__cause__
-    if cause is None or not isinstance(cause, ValueError | FileNotFoundError | TypeError):
-        return str(exc)
-    key = getattr(exc, "full_key", "") or ""
-    return f"{key + ': ' if key else ''}{cause}"
 
 
 def _list(argv: list[str]) -> int:

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ttabench.config import list_groups
 from ttabench.data.source_data import source_data_provider
+from ttabench.errors import one_line, root_error
 from ttabench.loader import BatchLoader
 from ttabench.lock import RunLock
 from ttabench.memory import PeakMemory
@@ -234,7 +235,7 @@ def _status(status: str, message: str) -> dict[str, str]:
 
 
 def _failed(run_dir: Path, exc: BaseException) -> dict[str, str]:
-    message = f"{type(exc).__name__}: {exc}"
+    message = f"{type(root_error(exc)).__name__}: {one_line(exc)}"
     (run_dir / "error.txt").write_text(traceback.format_exc())
     log.error("run failed: %s (traceback in %s)", message, run_dir / "error.txt")
     return _status("failed", message)

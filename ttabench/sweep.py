@@ -84,6 +84,10 @@ def sweep_status(sweep_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run_dir", "status", "message"])
 
 
+class SweepIncomplete(SystemExit):
+    """Exit status 1 of a sweep with a run that is not complete (not an input error)."""
+
+
 class SweepReport(Callback):
     """Hydra callback (``hydra.callbacks`` in run.yaml): the end-of-sweep report.
 
@@ -105,4 +109,4 @@ class SweepReport(Callback):
                 f"rerun the same command with hydra.sweep.dir={sweep_dir} to redo only these",
                 file=sys.stderr,
             )
-            sys.exit(1)
+            raise SweepIncomplete(1)
