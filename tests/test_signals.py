@@ -24,7 +24,10 @@ def test_a_signal_mid_stream_is_recorded_and_reported_in_one_line(tmp_path, sign
     command = [sys.executable, "-m", "ttabench.cli", "run", "dataset.corruptions=[contrast]",
                "dataset.n_per_domain=8000", "stream.batch_size=16", "progress=false",
                "threads=1", f"hydra.run.dir={tmp_path}"]  # fmt: skip
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    # A shell's background job inherits SIGINT ignored (and Python then keeps it so): restore
+    # the default, as in a terminal.
+    reset = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, preexec_fn=reset)
     online = tmp_path / "online.csv"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not online.exists() or len(online.read_text()) < 400):
