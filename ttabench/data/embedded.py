@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ttabench.atomic import save_npy
 from ttabench.data import synthetic
 from ttabench.data.base import Domain
 from ttabench.data.corruptions import (
@@ -150,9 +151,7 @@ class EmbeddedCorruptions:
         if not path.exists():
             self.cache.mkdir(parents=True, exist_ok=True)
             array = self._generate(domain, what)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-            np.save(tmp, array)
-            os.replace(tmp, path)  # atomic: parallel runs never read a half-written file
+            save_npy(path, array)  # atomic: parallel runs never read a half-written file
         return np.load(path, mmap_mode="r", allow_pickle=False)
 
     def _generate(self, domain: Domain, what: str) -> np.ndarray:

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ttabench.atomic import save_npy
 from ttabench.data.base import Domain, checked_indices
 from ttabench.data.clean import CleanSet
 from ttabench.data.corruptions import (
@@ -212,7 +213,5 @@ class GeneratedCorruptions:
             if self.jpeg_quality:
                 images = jpeg_replay(images, self.jpeg_quality)
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-            np.save(tmp, images.numpy())
-            os.replace(tmp, path)  # atomic: parallel runs never read a half-written file
+            save_npy(path, images.numpy())  # atomic: parallel runs never read half a file
         return np.load(path, mmap_mode="r", allow_pickle=False)
