@@ -81,13 +81,58 @@ def _run(argv: list[str]) -> int:
             sys.exit(1)
 
     sys.argv = ["ttabench run", *argv]
+    held = _HeldUntil(sys.stderr, started)  # Hydra's own errors come before any job starts
+    sys.stderr = held
     try:
         task()
     except SystemExit as exc:  # Hydra exits 1 on its own configuration errors: bad input, 2
         if exc.code == 1 and not started and not isinstance(exc, SweepIncomplete):
+            print(f"ttabench run: error: {held.one_line()}", file=held.stream)
             raise SystemExit(2) from None
         raise
+    finally:
+        sys.stderr = held.stream
+        held.release()
     return 0
+
+
+class _HeldUntil:
+    """Standard error that holds what is written until ``started`` is non-empty (a job runs),
+    so Hydra's multi-line configuration errors can be reported as one line instead."""
+
+    def __init__(self, stream, started: list) -> None:
+        self.stream, self.started, self.held = stream, started, []
+
+    def write(self, text: str) -> int:
+        if self.started:
+            self.release()
+            return self.stream.write(text)
+        self.held.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def release(self) -> None:
+        """Pass on what was held (a run that started: its early log lines)."""
+        if self.held and self.started:
+            self.stream.write("".join(self.held))
+        self.held = [] if self.started else self.held
+
+    def one_line(self) -> str:
+        text = "".join(self.held).split("Config search path")[0]
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        skip = ("Set the environment variable", "full_key:", "object_type=")
+        parts: list[str] = []
+        for line in (line for line in lines if not line.startswith(skip)):
+            if parts and parts[-1].endswith((":", ",")) and " " not in line:  # an option list
+                parts[-1] += (" " if parts[-1].endswith(":") else " ") + line + ","
+            else:
+                parts.append(line)
+        return "; ".join(part.rstrip(",") for part in parts)
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
 
 
 def _output_dir_problem(argv: list[str]) -> str | None:
@@ -161,11 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     if command is not None:
         _one_line_warnings(argv[0])
     if command is None:
-        print(
-            f"ttabench: unknown command {argv[0]!r}; valid: {', '.join(COMMANDS)}\n",
-            file=sys.stderr,
-        )
-        print(USAGE, end="", file=sys.stderr)
+        print(USAGE, file=sys.stderr)
+        print(f"ttabench: error: unknown command {argv[0]!r}; valid: {', '.join(COMMANDS)}",
+              file=sys.stderr)  # fmt: skip
         return 2
     return command(argv[1:])
 

@@ -165,6 +165,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.digits < 0:
+            raise ValueError(f"--digits must be >= 0, not {args.digits}")
         where, order = key_values(args.where, "--where"), key_values(args.order, "--order")
         parted = args.parts is not None
         column = args.columns or (PART if parted else "domain")

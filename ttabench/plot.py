@@ -287,7 +287,10 @@ def main(argv: list[str] | None = None) -> int:
         runs = select(collect(args.dirs), key_values(args.where, "--where"))
         runs = runs.assign(error=pd.to_numeric(runs["error"], errors="coerce"))
         if not (runs["status"] == "complete").any():
-            raise ValueError("no complete run to plot")
+            after = f" matching --where {' '.join(args.where)}" if args.where else ""
+            raise ValueError(f"no complete run to plot{after}")
+        if args.window is not None and args.window < 1:
+            raise ValueError(f"--window must be >= 1 (samples), not {args.window}")
         make_dir(args.out, "--out")
     except (FileNotFoundError, KeyError, ValueError) as exc:
         print(
@@ -298,7 +301,13 @@ def main(argv: list[str] | None = None) -> int:
     order = [v for v in args.order.split(",") if v]
     for kind in kinds:
         extra = {"window": args.window} if kind == "online" else {}
-        paths = write(PLOTS[kind](runs, args.lines, order=order, **extra), args.out)
+        try:
+            paths = write(PLOTS[kind](runs, args.lines, order=order, **extra), args.out)
+        except FileNotFoundError as exc:  # online.csv of a run listed in a combined table
+            why = "the online figure reads each run's online.csv: give run directories"
+            print(f"ttabench plot: error: {kind}: {exc.filename or exc} is missing ({why})",
+                  file=sys.stderr)  # fmt: skip
+            return 2
         for path in paths:
             print(path)
         if not paths and kind == "delta":

@@ -32,6 +32,7 @@ from ttabench.models.embedded import (
     build_net,
 )
 from ttabench.models.wrapper import NormalizedModel
+from ttabench.paths import make_dir
 
 
 @dataclass
@@ -47,6 +48,13 @@ class PretrainConfig:
     width: int = 1
     blocks_per_stage: int = 1
     norm: str = "bn"  # bn | iabn: NOTE's instance-aware BN during training (its official models)
+
+
+#: Smallest valid value of each numeric knob (a zero-epoch run would overwrite the weights
+#: with an untrained model).
+MINIMUM = {"epochs": 1, "batch_size": 1, "lr": 0.0, "momentum": 0.0, "weight_decay": 0.0,
+           "warmup_epochs": 0.0, "data_seed": 0, "seed": 0, "width": 1,
+           "blocks_per_stage": 1}  # fmt: skip
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -166,6 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     out = args.pop("out")
     cfg = PretrainConfig(**args)
     out = out or (CHECKPOINT if cfg.norm == "bn" else WEIGHTS / "embedded_resnet8_iabn.pt")
+    try:
+        for name, low in MINIMUM.items():
+            if getattr(cfg, name) < low:
+                raise ValueError(
+                    f"--{name.replace('_', '-')} must be >= {low}, not {getattr(cfg, name)}"
+                )
+        make_dir(Path(out).parent, "--out")
+    except ValueError as exc:  # before minutes of training are spent
+        parser.exit(2, f"ttabench pretrain: error: {exc}\n")
     model, acc, seconds = train(cfg)
     record = save(model, cfg, acc, seconds, out, argv)
     print(json.dumps(record, indent=2))

@@ -209,7 +209,7 @@ def main(argv: list[str]) -> int:
             args.root,
             args.out,
             args.corruptions.split(",") if args.corruptions else None,
-            [int(s) for s in args.severities.split(",")] if args.severities else None,
+            _severities(args.severities),
             args.n_per_domain,
             args.id_list,
             args.seed,
@@ -221,3 +221,13 @@ def main(argv: list[str]) -> int:
         return 2
     print(f"written: {target}")
     return 0
+
+
+def _severities(text: str | None) -> list[int] | None:
+    """``--severities 1,3,5`` as integers, or a ValueError naming the option."""
+    if not text:
+        return None
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--severities takes comma-separated integers 1-5, not {text!r}") from None

@@ -178,7 +178,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         with torch.serialization.safe_globals(_data_only_globals()):
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        IndexError,
+        KeyError,
+        ValueError,
+    ) as exc:
         with open(path, "rb") as f:
             head = f.read(64).lstrip().lower()
         why = (
