@@ -252,3 +252,13 @@ def test_amp_keeps_every_norms_statistics_in_float32(tmp_path, norm):
     bf16 = run(compose_run(*small, "amp=true"), tmp_path / "bf16")
     assert bf16["status"].iloc[-1] == "complete", bf16["message"].iloc[-1]
     assert abs(bf16["error"].iloc[-1] - fp32["error"].iloc[-1]) < 4.0
+
+
+def test_a_corrupt_jpeg_names_its_file(tmp_path):
+    wnids = [f"n{k:02d}000000" for k in range(1, 3)]
+    root = write_folder_c(tmp_path / "ImageNet-C", ["fog"], wnids, files=2, size=32)
+    broken = sorted((root / "fog" / "5").rglob("*.JPEG"))[1]
+    broken.write_bytes(broken.read_bytes()[:200])  # truncated transfer
+    dataset = FolderC(tmp_path, corruptions=["fog"], n_per_domain=None, num_classes=2, workers=0)
+    with pytest.raises(ValueError, match=f"image {broken} cannot be decoded"):
+        dataset.images(Domain("fog", 5), np.arange(4))

@@ -117,6 +117,8 @@ def _decode_one(path: Path) -> np.ndarray:
             return np.asarray(img.convert("RGB"))
     except FileNotFoundError:
         raise FileNotFoundError(f"image {path} is missing") from None
+    except (OSError, SyntaxError, ValueError) as exc:  # PIL: truncated or not an image
+        raise ValueError(f"image {path} cannot be decoded ({exc}); replace the file") from None
 
 
 class FolderC:
