@@ -40,7 +40,12 @@ def _run(argv: list[str]) -> int:
     from ttabench.errors import one_line
     from ttabench.run import run
     from ttabench.signals import signal_of
-    from ttabench.sweep import SweepIncomplete, missing_launcher, use_launcher_presets
+    from ttabench.sweep import (
+        SWEEP_STARTED,
+        SweepIncomplete,
+        missing_launcher,
+        use_launcher_presets,
+    )
 
     problem = missing_launcher(argv) or _output_dir_problem(argv)
     if problem:
@@ -48,7 +53,8 @@ def _run(argv: list[str]) -> int:
         return 2
     use_launcher_presets()
 
-    started = []  # a job (or a sweep) began: the configuration composed
+    started = SWEEP_STARTED  # a job (or, in this process, a sweep) began: the config composed
+    started.clear()
 
     @hydra.main(config_path=str(config_dir()), config_name="run", version_base="1.3")
     def task(cfg: DictConfig) -> None:
@@ -88,11 +94,13 @@ def _run(argv: list[str]) -> int:
     except SystemExit as exc:  # Hydra exits 1 on its own configuration errors: bad input, 2
         if exc.code == 1 and not started and not isinstance(exc, SweepIncomplete):
             print(f"ttabench run: error: {held.one_line()}", file=held.stream)
+            held.held = []
             raise SystemExit(2) from None
         raise
     finally:
         sys.stderr = held.stream
-        held.release()
+        started.append(True)
+        held.release()  # whatever else was held (e.g. a joblib sweep's report) is printed
     return 0
 
 

@@ -84,6 +84,11 @@ def sweep_status(sweep_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run_dir", "status", "message"])
 
 
+#: Non-empty once a sweep has started in this process (its configuration composed): the CLI
+#: holds standard error until then, to turn Hydra's own configuration errors into one line.
+SWEEP_STARTED: list[bool] = []
+
+
 class SweepIncomplete(SystemExit):
     """Exit status 1 of a sweep with a run that is not complete (not an input error)."""
 
@@ -94,6 +99,9 @@ class SweepReport(Callback):
     Runs in the launching process after every job, whichever the launcher. Exits with status 1
     when a run under the sweep directory is not complete, so scripts and ``make`` notice.
     """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        SWEEP_STARTED.append(True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
