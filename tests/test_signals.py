@@ -73,3 +73,15 @@ def test_run_records_sigterm_in_process(tmp_path):
     assert summary["message"].iloc[-1] == "interrupted (SIGTERM)"
     assert summary.iloc[-1]["n"] == 2 * 64
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored after the run
+
+
+def test_a_handler_installed_by_someone_else_is_kept():
+    """submitit handles SIGTERM itself (pre-emption: requeue); a run must not take it over."""
+    seen = []
+    before = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    try:
+        with interruptible():
+            signal.raise_signal(signal.SIGTERM)  # handled by theirs: no Interrupted
+        assert seen == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -37,8 +37,8 @@ def signal_of(exc: BaseException) -> tuple[str, int]:
 
 @contextmanager
 def interruptible() -> Iterator[None]:
-    """Within the block, SIGTERM and SIGHUP raise :class:`Interrupted` (main thread only; a
-    run in another thread keeps the process's handlers)."""
+    """Within the block, SIGTERM and SIGHUP raise :class:`Interrupted` (main thread only, and
+    only where the signal has its default action: a handler someone installed is kept)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -46,7 +46,10 @@ def interruptible() -> Iterator[None]:
     def handler(signum: int, _frame: object) -> None:
         raise Interrupted(signum)
 
-    previous = {signum: signal.signal(signum, handler) for signum in CAUGHT}
+    # Only where nobody else handles the signal: submitit, for one, catches SIGTERM on
+    # pre-emption to requeue the job, which must keep working.
+    free = [signum for signum in CAUGHT if signal.getsignal(signum) is signal.SIG_DFL]
+    previous = {signum: signal.signal(signum, handler) for signum in free}
     try:
         yield
     finally:
