@@ -262,3 +262,10 @@ def test_a_corrupt_jpeg_names_its_file(tmp_path):
     dataset = FolderC(tmp_path, corruptions=["fog"], n_per_domain=None, num_classes=2, workers=0)
     with pytest.raises(ValueError, match=f"image {broken} cannot be decoded"):
         dataset.images(Domain("fog", 5), np.arange(4))
+
+
+def test_a_loader_can_be_iterated_twice():
+    dataset = Recording()
+    loader = BatchLoader(dataset, plan_of(dataset), "cpu", prefetch=2)
+    first = [b.number for b, _ in loader]
+    assert [b.number for b, _ in loader] == first and not loader_threads()

@@ -131,3 +131,30 @@ def test_an_object_labels_npy_is_refused_without_running_it(tmp_path):
     with pytest.raises(ValueError, match=r"labels\.npy is not a readable \.npy file"):
         CifarC(tmp_path, corruptions=["contrast"])
     assert not marker.exists()
+
+
+class _CraftedDtype:
+    """A structured dtype with an object field whose 'has objects' flag is cleared."""
+
+    def __reduce__(self):
+        state = list(np.dtype([("a", "O")]).__reduce__()[2])
+        state[-1] = 0
+        return (np.dtype, ("V8", False, True), tuple(state))
+
+
+class _PointerArray:
+    """An array of that dtype whose bytes would be read as an object pointer."""
+
+    def __reduce__(self):
+        from numpy._core.multiarray import _reconstruct
+
+        return (_reconstruct, (np.ndarray, (0,), b"b"), (1, (1,), _CraftedDtype(), False, b"A" * 8))
+
+
+def test_a_crafted_dtype_is_refused_before_its_bytes_are_read(tmp_path):
+    """Allowed globals only (numpy.dtype, _reconstruct), but a dtype state that would make the
+    array read raw bytes as a pointer (a segfault on access): refused on metadata alone."""
+    path = tmp_path / "test_batch"
+    path.write_bytes(pickle.dumps({"data": _PointerArray(), "labels": [0]}, protocol=2))
+    with pytest.raises(RefusedPickleError, match="holds an array of dtype"):
+        load_cifar_pickle(path)

@@ -81,6 +81,9 @@ class BatchLoader:
         self._thread: threading.Thread | None = None
 
     def __iter__(self) -> Iterator[tuple[Batch, torch.Tensor]]:
+        self.close()  # a second pass starts afresh: no stop flag or batches left from the first
+        self._stop = threading.Event()
+        self._queue = queue.Queue(maxsize=max(self.prefetch, 1))
         if self.prefetch == 0:
             for batch in self.plan.batches():
                 yield batch, self._on_device(self._read(batch))

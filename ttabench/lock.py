@@ -35,8 +35,9 @@ class RunLock:
         self._file: IO[str] | None = None
 
     def __enter__(self) -> RunLock:
-        try:
-            file = open(self.path, "a+")  # noqa: SIM115 (held until __exit__)
+        try:  # O_NOFOLLOW: a planted symlink must not make the run truncate another file
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            file = os.fdopen(fd, "r+")
         except OSError as exc:
             raise OSError(f"cannot create the lock file {self.path}: {exc.strerror}") from None
         try:

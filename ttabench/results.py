@@ -19,7 +19,7 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
-from ttabench.atomic import remove_stale_temps
+from ttabench.atomic import remove_stale_temps, temp_name
 
 ONLINE_COLUMNS = (
     "step",
@@ -92,7 +92,7 @@ class OnlineLog:
 def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
     """Write ``frame`` to ``path`` so that readers see the old file or the new one, never half."""
     remove_stale_temps(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_name(path)
     frame.to_csv(tmp, index=False, float_format="%.6g")
     os.replace(tmp, path)
 

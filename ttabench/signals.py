@@ -44,12 +44,16 @@ def interruptible() -> Iterator[None]:
         return
 
     def handler(signum: int, _frame: object) -> None:
+        for caught in previous:  # a second SIGTERM (schedulers send two) must not cut the
+            signal.signal(caught, signal.SIG_IGN)  # run's own bookkeeping short
         raise Interrupted(signum)
 
     # Only where nobody else handles the signal: submitit, for one, catches SIGTERM on
     # pre-emption to requeue the job, which must keep working.
     free = [signum for signum in CAUGHT if signal.getsignal(signum) is signal.SIG_DFL]
-    previous = {signum: signal.signal(signum, handler) for signum in free}
+    previous: dict[int, object] = {}
+    for signum in free:
+        previous[signum] = signal.signal(signum, handler)
     try:
         yield
     finally:

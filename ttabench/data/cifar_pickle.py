@@ -4,10 +4,12 @@ read without letting the file run code.
 Krizhevsky's batches are pickles, and ``pickle.load`` executes whatever callable a crafted file
 names (``os.system`` included). A batch only ever holds dicts, lists, strings, bytes, numbers
 and NumPy arrays, so the unpickler here resolves exactly the globals those need: NumPy's array
-reconstruction (``numpy.core.multiarray._reconstruct`` / ``scalar``, ``numeric._frombuffer`` for
+reconstruction (``numpy.core.multiarray._reconstruct``, ``numeric._frombuffer`` for
 protocol 5, under NumPy 1 or 2 names), ``numpy.ndarray``, ``numpy.dtype`` and ``_codecs.encode``
 (how protocol 2 writes bytes).
-Anything else is refused with an error naming the file and the global, before it is called.
+Anything else is refused with an error naming the file and the global, before it is called; and
+the loaded object must be plain data (numeric arrays without fields or objects), checked on
+metadata only, since a crafted dtype state can otherwise make an array read bytes as pointers.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ _ALLOWED: dict[tuple[str, str], Any] = {
 }
 for _module in ("numpy.core.multiarray", "numpy._core.multiarray"):
     _ALLOWED[(_module, "_reconstruct")] = multiarray._reconstruct
-    _ALLOWED[(_module, "scalar")] = multiarray.scalar
 for _module in ("numpy.core.numeric", "numpy._core.numeric"):  # protocol 5 arrays
     _ALLOWED[(_module, "_frombuffer")] = numeric._frombuffer
 
@@ -65,4 +66,34 @@ def load_cifar_pickle(path: str | Path) -> Any:
     """
     path = Path(path)
     with open(path, "rb") as f:
-        return _DataOnly(f, path).load()
+        obj = _DataOnly(f, path).load()
+    _check_plain(obj, path)
+    return obj
+
+
+def _check_plain(obj: Any, path: Path) -> None:
+    """Refuse anything but dicts, lists, strings, bytes, numbers and plain numeric arrays.
+
+    A pickle may rebuild a ``numpy.dtype`` from crafted state (a structured dtype whose object
+    field is not flagged as one), and an array of it turns raw bytes into pointers. Only the
+    metadata is inspected here, never the array's contents, so such a file is refused before
+    anything reads it."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            _check_plain(key, path)
+            _check_plain(value, path)
+    elif isinstance(obj, list | tuple):
+        for item in obj:
+            _check_plain(item, path)
+    elif isinstance(obj, np.ndarray):
+        dtype = obj.dtype
+        if dtype.kind not in "biuf" or dtype.fields is not None or dtype.hasobject:
+            raise RefusedPickleError(
+                f"{path} holds an array of dtype {dtype.str} (kind {dtype.kind!r}); a CIFAR "
+                "batch holds only plain numeric arrays: refused"
+            )
+    elif not isinstance(obj, str | bytes | int | float | bool | type(None)):
+        raise RefusedPickleError(
+            f"{path} holds a {type(obj).__name__}; a CIFAR batch holds only dicts, lists, "
+            "strings, bytes, numbers and numeric arrays: refused"
+        )
