@@ -63,7 +63,7 @@ from ttabench.data.cifar_c import CifarC  # noqa: E402
 from ttabench.data.corruptions import available_corruptions, corrupt, sample_generators  # noqa: E402
 from ttabench.data.folder_c import FolderC  # noqa: E402
 from ttabench.loader import BatchLoader  # noqa: E402
-from ttabench.memory import PeakMemory, _peak_rss_mb  # noqa: E402
+from ttabench.memory import PeakMemory, rss_mb  # noqa: E402
 from ttabench.methods.defaults import apply_dataset_defaults  # noqa: E402
 from ttabench.methods.entropy import softmax_entropy  # noqa: E402
 from ttabench.run import build_method, run  # noqa: E402
@@ -137,7 +137,7 @@ def peak_mb(fn: Callable[[], None], device: torch.device) -> float:
         torch.cuda.reset_peak_memory_stats(device)
         fn()
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20
-    before = _rss_mb()
+    before = rss_mb()
     memory = PeakMemory(device)
     fn()
     return memory.peaks()["peak_rss_mb"] - before
@@ -405,13 +405,6 @@ class Bench:
 def _each(method: Callable[[torch.Tensor], torch.Tensor], batches: list[torch.Tensor]) -> None:
     for x in batches:
         method(x)
-
-
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return _peak_rss_mb()
 
 
 def write_imagenet_c(folder: Path, wnids: int, files: int, distinct: int) -> Path:

@@ -37,10 +37,24 @@ class PeakMemory:
 
 
 def _peak_rss_mb() -> float:
+    peak = _status_mb("VmHWM")
+    if peak is not None:
+        return peak
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def rss_mb() -> float:
+    """The process's resident set now (MB; Linux), else its peak."""
+    now = _status_mb("VmRSS")
+    return now if now is not None else _peak_rss_mb()
+
+
+def _status_mb(key: str) -> float | None:
+    """A ``kB`` field of ``/proc/self/status`` in MB (None where there is none)."""
     status = Path("/proc/self/status")
     if status.exists():
         for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # kB
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1]) / 1024
+    return None
