@@ -19,7 +19,14 @@ from ttabench.methods.source import Source
 from ttabench.models.embedded import load_embedded
 from ttabench.models.wrapper import NormalizedModel
 from ttabench.norms.alpha import AlphaNorm
-from ttabench.norms.base import NormLayer, batch_stats, instance_stats, norm_parameters, set_adapt
+from ttabench.norms.base import (
+    NormLayer,
+    batch_stats,
+    instance_stats,
+    norm_parameters,
+    set_adapt,
+    statistics_frozen,
+)
 from ttabench.norms.bn import BatchStatsNorm
 from ttabench.norms.ema import EMABatchNorm, EMANorm
 from ttabench.norms.iabn import IABNNorm, InstanceAwareBatchNorm2d
@@ -170,19 +177,20 @@ def test_alpha_interpolates_between_source_and_bn():
     source = Source(load_embedded())(x)
     bn = Source(BatchStatsNorm().apply(load_embedded()))(x)
     assert torch.allclose(Source(AlphaNorm(0.0).apply(load_embedded()))(x), source, atol=1e-5)
-    assert torch.allclose(Source(AlphaNorm(1.0).apply(load_embedded()))(x), bn, atol=1e-4)
+    biased_one = AlphaNorm(1.0, unbiased=False)  # a = 1 with the biased variance is bn
+    assert torch.allclose(Source(biased_one.apply(load_embedded()))(x), bn, atol=1e-4)
     bn2d, x4 = make_bn(), torch.randn(4, 3, 5, 5) * 2 + 1
     mixed = 0.3 * x4.mean((0, 2, 3)) + 0.7 * bn2d.running_mean
     mixed_var = 0.3 * x4.var((0, 2, 3), unbiased=False) + 0.7 * bn2d.running_var
     expected = F.batch_norm(x4, mixed, mixed_var, bn2d.weight, bn2d.bias, False, 0.0, bn2d.eps)
-    layer = AlphaNorm(0.3).apply(nn.Sequential(bn2d))[0]
+    layer = AlphaNorm(0.3, unbiased=False).apply(nn.Sequential(bn2d))[0]
     assert torch.allclose(layer(x4), expected, atol=1e-5)
 
 
-def test_ema_updates_by_the_pytorch_rule_then_normalises_with_the_updated_stats():
+def test_ema_one_pass_updates_by_the_pytorch_rule_then_normalises_with_the_updated_stats():
     bn = make_bn(1)
     bn.running_mean.fill_(1.0), bn.running_var.fill_(2.0)
-    layer = EMABatchNorm(bn, momentum=0.1)
+    layer = EMABatchNorm(bn, momentum=0.1, two_pass=False)
     x = torch.tensor([0.0, 2.0, 4.0, 6.0]).view(1, 1, 2, 2)  # mean 3, unbiased var 20/3
     out = layer(x)
     mean, var = 0.9 * 1.0 + 0.1 * 3.0, 0.9 * 2.0 + 0.1 * 20.0 / 3.0
@@ -193,6 +201,109 @@ def test_ema_updates_by_the_pytorch_rule_then_normalises_with_the_updated_stats(
     layer.adapt = False
     assert torch.allclose(layer(x), expected, atol=1e-6)  # no second update
     assert EMANorm(0.3).apply(nn.Sequential(make_bn()))[0].momentum == 0.3
+
+
+def two_bn_layers() -> nn.Sequential:
+    """BN -> ReLU -> BN, one channel each, with source statistics (1, 2) and (0.5, 0.25) and
+    affine (w, b) = (2, 0.5) and (1.5, -1): small enough to compute by hand."""
+    first, second = make_bn(1), make_bn(1)
+    for bn, (mean, var, w, b) in ((first, (1.0, 2.0, 2.0, 0.5)), (second, (0.5, 0.25, 1.5, -1.0))):
+        bn.running_mean.fill_(mean), bn.running_var.fill_(var)
+        bn.weight.data.fill_(w), bn.bias.data.fill_(b)
+    return nn.Sequential(first, nn.ReLU(), second)
+
+
+TWO_LAYER_X = torch.tensor([0.0, 2.0, 4.0, 6.0]).view(1, 1, 2, 2)
+
+
+def _hand_bn(v: torch.Tensor, mean: float, var: float, w: float, b: float) -> torch.Tensor:
+    return w * (v - mean) / math.sqrt(var + 1e-5) + b
+
+
+def _moved(mean: float, var: float, v: torch.Tensor) -> tuple[float, float]:
+    """PyTorch's train-mode update, momentum 0.1, unbiased variance."""
+    return 0.9 * mean + 0.1 * v.mean().item(), 0.9 * var + 0.1 * v.var(unbiased=True).item()
+
+
+def test_ema_two_pass_equals_the_reference_train_then_eval_rule_by_hand():
+    """The reference norm_ema: a train-mode pass moves each layer's running statistics with the
+    statistics of inputs normalised by the earlier layers' *batch* statistics, then an
+    eval-mode pass normalises with the updated ones. Computed by hand on BN -> ReLU -> BN."""
+    x = TWO_LAYER_X
+    # pass 1 (train mode): layer 1 normalises with the batch statistics (mean 3, biased var 5)
+    h = torch.relu(_hand_bn(x, 3.0, 5.0, 2.0, 0.5))
+    mean1, var1 = _moved(1.0, 2.0, x)
+    mean2, var2 = _moved(0.5, 0.25, h)
+    # pass 2 (eval mode): both layers with the updated running statistics
+    expected = _hand_bn(torch.relu(_hand_bn(x, mean1, var1, 2.0, 0.5)), mean2, var2, 1.5, -1.0)
+    model = EMANorm().apply(two_bn_layers())
+    out = model(x)
+    assert torch.allclose(out, expected, atol=1e-5)
+    assert math.isclose(model[2].running_mean.item(), mean2, rel_tol=1e-5)
+    assert math.isclose(model[2].running_var.item(), var2, rel_tol=1e-5)
+    # The one-pass rule gives layer 2 other statistics on the same model: the test can tell.
+    one = EMANorm(rule="one_pass").apply(two_bn_layers())
+    one_out = one(x)
+    g = torch.relu(_hand_bn(x, mean1, var1, 2.0, 0.5))  # layer 2 sees the *updated* layer 1
+    one_mean2, one_var2 = _moved(0.5, 0.25, g)
+    assert torch.allclose(one_out, _hand_bn(g, one_mean2, one_var2, 1.5, -1.0), atol=1e-5)
+    assert not torch.allclose(one_out, out, atol=1e-3)
+    with statistics_frozen(model):  # no first pass, no update: the stored statistics
+        assert torch.allclose(model(x), expected, atol=1e-5)
+    assert math.isclose(model[2].running_mean.item(), mean2, rel_tol=1e-5)
+
+
+def _reference_norm_ema(model: nn.Module, batches: list[torch.Tensor]) -> list[torch.Tensor]:
+    """mariodoebler/test-time-adaptation's EMABatchNorm.forward on torch's own BatchNorm:
+    ``model.train(); model(x); model.eval(); return model(x)``."""
+    outs = []
+    with torch.no_grad():
+        for x in batches:
+            model.train()
+            model(x)
+            model.eval()
+            outs.append(model(x))
+    return outs
+
+
+def test_ema_default_matches_the_reference_on_the_embedded_model_over_a_stream():
+    batches = [shifted_batch(16, seed) for seed in range(4)]
+    reference = _reference_norm_ema(load_embedded(), batches)
+    ours = Source(EMANorm().apply(load_embedded()))
+    assert compose_run("method=ema").norm.rule == "two_pass"
+    for x, ref in zip(batches, reference, strict=True):
+        out = ours(x)
+        assert torch.allclose(out, ref, atol=1e-4)
+        assert torch.equal(out.argmax(1), ref.argmax(1))
+    # A deep copy (teachers, reset snapshots) keeps a working first pass of its own.
+    twin = copy.deepcopy(ours)
+    assert torch.allclose(twin(batches[0]), ours(batches[0]), atol=1e-5)
+
+
+def test_alpha_default_takes_the_unbiased_batch_variance_like_the_reference():
+    """Reference AlphaBatchNorm: the batch variance is the ``running_var`` of a train-mode,
+    momentum-1 BatchNorm, i.e. unbiased. By hand on BN -> ReLU -> BN with a = 0.25."""
+    x, a = TWO_LAYER_X, 0.25
+    layer1 = ((1 - a) * 1.0 + a * 3.0, (1 - a) * 2.0 + a * 20.0 / 3.0)  # unbiased var 20/3
+    h = torch.relu(_hand_bn(x, *layer1, 2.0, 0.5))
+    layer2 = ((1 - a) * 0.5 + a * h.mean().item(), (1 - a) * 0.25 + a * h.var().item())
+    expected = _hand_bn(h, *layer2, 1.5, -1.0)
+    assert torch.allclose(AlphaNorm(a).apply(two_bn_layers())(x), expected, atol=1e-5)
+    assert compose_run("method=alpha").norm.unbiased is True
+    biased = (1 - a) * 2.0 + a * 5.0  # the named option: biased variance 5
+    h_b = torch.relu(_hand_bn(x, layer1[0], biased, 2.0, 0.5))
+    var_b = (1 - a) * 0.25 + a * h_b.var(unbiased=False).item()
+    expected_b = _hand_bn(h_b, (1 - a) * 0.5 + a * h_b.mean().item(), var_b, 1.5, -1.0)
+    out_b = AlphaNorm(a, unbiased=False).apply(two_bn_layers())(x)
+    assert torch.allclose(out_b, expected_b, atol=1e-5)
+    assert not torch.allclose(out_b, expected, atol=1e-3)
+    # the reference transcribed: train-mode momentum-1 BatchNorm gives the batch statistics
+    net = load_embedded()
+    probe = nn.BatchNorm2d(3, affine=False, momentum=1.0).train()
+    xs = shifted_batch(8)
+    probe(xs)
+    assert torch.allclose(probe.running_var, xs.var((0, 2, 3), unbiased=True), rtol=1e-4)
+    assert torch.allclose(AlphaNorm(0.0).apply(net)(xs), load_embedded()(xs), atol=1e-5)
 
 
 def test_rbn_moves_its_stats_by_rate_a_with_biased_variance_and_uses_them():

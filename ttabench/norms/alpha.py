@@ -6,13 +6,16 @@ Per BatchNorm2d layer and channel (specs/normalization.md, "alpha"):
 
     mu = (1 - a) mu_s + a mu_batch,   var = (1 - a) var_s + a var_batch,
 
-with the batch statistics over (B, H, W); nothing is kept between batches, so ``a = 0`` is
-``norm=source`` and ``a = 1`` is ``norm=bn``. Default a = 0.1 (Doebler ``BN.ALPHA``).
+with the batch statistics over (B, H, W); nothing is kept between batches. Default a = 0.1
+(Doebler ``BN.ALPHA``).
 
-Deliberate deviation: ``var_batch`` is the biased variance (as ``norm=bn`` uses), while robusta
-reads the unbiased one from a momentum-1 BatchNorm's ``running_var``; ``unbiased=true``
-reproduces that. As in robusta, only BatchNorm2d layers are swapped (BatchNorm1d/3d keep their
-source statistics).
+``var_batch`` is by default the *unbiased* batch variance, ``n / (n - 1)`` times the biased one
+(n = B * H * W): the reference (mariodoebler/test-time-adaptation ``classification/methods/
+bn.py``, ``AlphaBatchNorm``, after bethgelab/robusta ``robusta/batchnorm/bn.py``) reads it from
+the ``running_var`` of a train-mode, momentum-1 BatchNorm, which PyTorch stores unbiased.
+``unbiased: false`` takes the biased variance instead, so that ``a = 1`` equals ``norm=bn``
+exactly (``a = 0`` is ``norm=source`` under either). As in the reference, only BatchNorm2d
+layers are swapped (BatchNorm1d/3d keep their source statistics).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ class AlphaBatchNorm(NormLayer):
     """Normalises with the a-weighted mix of source and test-batch statistics (gradients flow
     through the batch statistics, as in ``norm=bn``)."""
 
-    def __init__(self, bn: nn.BatchNorm2d, alpha: float, unbiased: bool = False) -> None:
+    def __init__(self, bn: nn.BatchNorm2d, alpha: float, unbiased: bool = True) -> None:
         super().__init__(bn)
         self.alpha = alpha
         self.unbiased = unbiased
@@ -43,7 +46,7 @@ class AlphaBatchNorm(NormLayer):
         return self.normalize(x, mean, var)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, alpha={self.alpha}"
+        return f"{super().extra_repr()}, alpha={self.alpha}, unbiased={self.unbiased}"
 
 
 class AlphaNorm(Norm):
@@ -51,12 +54,12 @@ class AlphaNorm(Norm):
 
     Args:
         alpha: weight of the test-batch statistics, in [0, 1] (Doebler default 0.1).
-        unbiased: use the unbiased batch variance (robusta/Doebler) instead of the biased one.
+        unbiased: the unbiased batch variance (the reference's) or, if false, the biased one.
     """
 
     name = "alpha"
 
-    def __init__(self, alpha: float = 0.1, unbiased: bool = False) -> None:
+    def __init__(self, alpha: float = 0.1, unbiased: bool = True) -> None:
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"norm=alpha needs 0 <= alpha <= 1, got {alpha}")
         self.alpha = float(alpha)
