@@ -389,7 +389,8 @@ def test_cli_missing_root_is_one_paragraph_exit_2(tmp_path):
         timeout=120,
     )
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "CIFAR-10-C: data root" in out.stderr and "never downloads" in out.stderr
+    assert "CIFAR-10-C: data root" in out.stderr
+    assert "Download it (opt-in): ttabench download cifar10c --root DIR" in out.stderr
 
 
 def test_decoding_threads_are_not_part_of_a_runs_configuration(imagenet_root, tmp_path):

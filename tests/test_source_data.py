@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from ttabench.data.source_data import _embedded_train, source_data_provider
+from ttabench.data.source_data import _in_memory_train, source_data_provider
 
 from .c_fixtures import write_idx, write_imagenet_val
 
@@ -65,7 +65,7 @@ def test_imagenet_class_folders_are_preprocessed_like_the_test_set(tmp_path):
 
 def test_embedded_source_samples_come_from_the_train_split():
     images, labels = source_data_provider("embedded", None)(50)
-    train, train_labels = _embedded_train(0)
+    train, train_labels = _in_memory_train("embedded", None, 0)
     where = {train[i].tobytes(): i for i in range(len(train))}
     found = [where.get(img.numpy().tobytes()) for img in images]
     assert None not in found and (train_labels[found] == labels.numpy()).all()

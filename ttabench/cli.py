@@ -23,7 +23,9 @@ commands:
   plot       figures from run directories: online accuracy, error vs delta, error per corruption
              (`ttabench plot --help`)
   list       list the config groups and their options
-  pretrain   retrain the embedded source model (`ttabench pretrain --help`)
+  pretrain   retrain a shipped source model: embedded, Fashion-MNIST (`ttabench pretrain --help`)
+  download   fetch published datasets and checkpoints, checked against their checksums
+             (opt-in: nothing else downloads; `ttabench download --list`)
   make-c     write a generated corruption benchmark in the published layout
              (`ttabench make-c --help`)
 """
@@ -168,6 +170,12 @@ def _pretrain(argv: list[str]) -> int:
     return main(argv)
 
 
+def _download(argv: list[str]) -> int:
+    from ttabench.download import main
+
+    return main(argv)
+
+
 def _make_c(argv: list[str]) -> int:
     from ttabench.data.make_c import main
 
@@ -193,6 +201,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "pretrain": _pretrain,
     "make-c": _make_c,
     "plot": _plot,
+    "download": _download,
 }
 
 

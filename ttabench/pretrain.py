@@ -1,10 +1,15 @@
-"""`ttabench pretrain`: train the embedded source model on the clean synthetic train split.
+"""`ttabench pretrain`: train a shipped ResNet-8 source model on a clean train split.
+
+``--data embedded`` (default): the synthetic train split, for ``model=embedded``;
+``--data fashion_mnist``: the Fashion-MNIST train split (60,000 images, padded to 32x32 RGB as
+the Fashion-MNIST-C reader does; Debian's ``dataset-fashion-mnist`` or ``--root``), for
+``model=fashion_resnet8``, the source model of the real-image offline benchmark.
 
 Deterministic (seeded data order and augmentation, deterministic torch algorithms) and short
-(a few minutes on 2 CPU cores). Writes the checkpoint and a JSON record next to it: SHA-256 of the
-checkpoint, the exact command and config, the fingerprint of the data it was trained on, and the
-clean test accuracy. `ttabench.models.embedded` refuses a checkpoint whose data fingerprint does
-not match the current generator.
+(minutes on 2 CPU cores). Writes the checkpoint and a JSON record next to it: SHA-256 of the
+checkpoint, the exact command and config, the data it was trained on and its fingerprint, and
+the clean test accuracy. `ttabench.models.embedded` refuses a synthetic-data checkpoint whose
+data fingerprint does not match the current generator.
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ttabench.data import synthetic
+from ttabench.data.clean import fashion_mnist
 from ttabench.models.embedded import (
-    CHECKPOINT,
     INPUT_MEAN,
     INPUT_STD,
     NORMS,
@@ -48,7 +53,11 @@ class PretrainConfig:
     width: int = 1
     blocks_per_stage: int = 1
     norm: str = "bn"  # bn | iabn: NOTE's instance-aware BN during training (its official models)
+    data: str = "embedded"  # embedded | fashion_mnist: the clean train split
 
+
+#: --data -> shipped checkpoint name ({norm}: "" or "_iabn")
+DEFAULT_OUT = {"embedded": "embedded_resnet8{norm}.pt", "fashion_mnist": "fashion_resnet8{norm}.pt"}
 
 #: Smallest valid value of each numeric knob (a zero-epoch run would overwrite the weights
 #: with an untrained model).
@@ -82,14 +91,29 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor)
     return correct / len(images)
 
 
-def train(cfg: PretrainConfig) -> tuple[NormalizedModel, float, float]:
+def splits(data: str, data_seed: int = 0, root=None) -> tuple[tuple, tuple, str]:
+    """``(train images, labels), (test images, labels), data fingerprint`` of ``data``:
+    uint8 (N, 3, 32, 32) and int64 tensors."""
+    if data == "embedded":
+        train_split = synthetic.generate("train", data_seed)
+        test_split = synthetic.generate("test", data_seed)
+        fingerprint = synthetic.fingerprint(data_seed)
+    else:
+        *train_split, fingerprint = fashion_mnist(root, "train")
+        *test_split, _ = fashion_mnist(root, "test")
+    as_tensors = tuple(
+        tuple(torch.from_numpy(a) for a in split) for split in (train_split, test_split)
+    )
+    return as_tensors[0], as_tensors[1], fingerprint
+
+
+def train(cfg: PretrainConfig, root=None) -> tuple[NormalizedModel, float, float]:
     """Train from scratch; return the model, its clean test accuracy and the seconds taken."""
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True)
     start = time.perf_counter()
-    x_train, y_train = (torch.from_numpy(a) for a in synthetic.generate("train", cfg.data_seed))
-    x_test, y_test = (torch.from_numpy(a) for a in synthetic.generate("test", cfg.data_seed))
-    net = build_net(cfg.width, cfg.blocks_per_stage, cfg.norm)
+    (x_train, y_train), (x_test, y_test), _ = splits(cfg.data, cfg.data_seed, root)
+    net = build_net(cfg.width, cfg.blocks_per_stage, cfg.norm, int(y_train.max()) + 1)
     model = NormalizedModel(net, INPUT_MEAN, INPUT_STD)
     opt = torch.optim.SGD(
         model.parameters(),
@@ -134,16 +158,20 @@ def save(
     seconds: float,
     out: Path,
     argv: list[str] | None = None,
+    fingerprint: str | None = None,
 ) -> dict:
     """Write the checkpoint (network state dict only) and its JSON record, whose ``command``
-    is ``ttabench pretrain`` with ``argv`` (the arguments that made it)."""
+    is ``ttabench pretrain`` with ``argv`` (the arguments that made it); ``fingerprint``: of
+    the files trained on (default: the synthetic generator's)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.net.state_dict(), out)
     record = {
         "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
         "command": " ".join(["ttabench pretrain", shlex.join(argv or [])]).strip(),
         "config": asdict(cfg),
-        "dataset_fingerprint": synthetic.fingerprint(cfg.data_seed),
+        "data": cfg.data,
+        "num_classes": model.net.fc.out_features,
+        "dataset_fingerprint": fingerprint or synthetic.fingerprint(cfg.data_seed),
         "clean_test_accuracy": round(acc, 4),
         "train_seconds": round(seconds, 1),
         "torch_version": torch.__version__,
@@ -157,23 +185,27 @@ def save(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ttabench pretrain",
-        description="Train the embedded source model on the clean synthetic train split.",
+        description="Train a ResNet-8 source model on a clean train split (--data).",
     )
     defaults = PretrainConfig()
     for name, value in asdict(defaults).items():
-        choices = NORMS if name == "norm" else None
+        choices = {"norm": NORMS, "data": tuple(DEFAULT_OUT)}.get(name)
         parser.add_argument(
             f"--{name.replace('_', '-')}", type=type(value), default=value, choices=choices
         )
     parser.add_argument(
         "--out",
         type=Path,
-        help="checkpoint path [the shipped one of --norm: weights/embedded_resnet8(_iabn).pt]",
+        help="checkpoint path [the shipped one of --data and --norm: weights/"
+        "embedded_resnet8(_iabn).pt, weights/fashion_resnet8.pt]",
+    )
+    parser.add_argument(
+        "--root", help="--data fashion_mnist: data root [$TTA_DATA_ROOT, then Debian's folder]"
     )
     args = vars(parser.parse_args(argv))
-    out = args.pop("out")
+    out, root = args.pop("out"), args.pop("root")
     cfg = PretrainConfig(**args)
-    out = out or (CHECKPOINT if cfg.norm == "bn" else WEIGHTS / "embedded_resnet8_iabn.pt")
+    out = out or WEIGHTS / DEFAULT_OUT[cfg.data].format(norm="" if cfg.norm == "bn" else "_iabn")
     try:
         for name, low in MINIMUM.items():
             if getattr(cfg, name) < low:
@@ -181,9 +213,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"--{name.replace('_', '-')} must be >= {low}, not {getattr(cfg, name)}"
                 )
         make_dir(Path(out).parent, "--out")
-    except ValueError as exc:  # before minutes of training are spent
+        fingerprint = splits(cfg.data, cfg.data_seed, root)[2]  # data found and readable
+    except (ValueError, FileNotFoundError) as exc:  # before minutes of training are spent
         parser.exit(2, f"ttabench pretrain: error: {exc}\n")
-    model, acc, seconds = train(cfg)
-    record = save(model, cfg, acc, seconds, out, argv)
+    model, acc, seconds = train(cfg, root)
+    record = save(model, cfg, acc, seconds, out, argv, fingerprint)
     print(json.dumps(record, indent=2))
     return 0

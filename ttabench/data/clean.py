@@ -110,7 +110,7 @@ def load_clean(
         images, labels = synthetic.generate("test", seed)
         fingerprint = synthetic.fingerprint(seed)[:16]
     elif source == "fashion_mnist":
-        images, labels, fingerprint = _fashion_mnist(root)
+        images, labels, fingerprint = fashion_mnist(root)
     else:
         images, labels, fingerprint = _cifar(root, source)
     n = check_n(n_per_domain, len(labels), source)
@@ -161,8 +161,16 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
     return array.reshape(dims)
 
 
-def _fashion_mnist(root) -> tuple[np.ndarray, np.ndarray, str]:
-    names = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+FASHION_SPLITS = {"test": "t10k", "train": "train"}  # split -> idx file prefix
+
+
+def fashion_mnist(root, split: str = "test") -> tuple[np.ndarray, np.ndarray, str]:
+    """Fashion-MNIST ``split`` (``test``: 10,000, ``train``: 60,000) as uint8 (N, 3, 32, 32):
+    28x28 grey zero-padded by 2 px (the background is black) and replicated to RGB; with the
+    labels and a fingerprint of the files read. Searched under ``root`` / ``$TTA_DATA_ROOT``,
+    then Debian's ``/usr/share/datasets/fashion-mnist`` (package ``dataset-fashion-mnist``)."""
+    prefix = FASHION_SPLITS[split]
+    names = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
 
     def markers(d: Path) -> list[Path]:
         return [d / f"{names[0]}.gz", d / names[0]]

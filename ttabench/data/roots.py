@@ -108,8 +108,26 @@ def find_dir(
     tried = f"; looked for: {', '.join(looked)}" if looked else ""
     raise FileNotFoundError(
         f"{what}: {where}{tried}. Expected layout: {LAYOUTS[what]}. Set dataset.root=/path/to/data"
-        f" or the {ENV_VAR} environment variable; ttabench never downloads data."
+        f" or the {ENV_VAR} environment variable. {download_hint(what)}"
     )
+
+
+#: layout -> ``ttabench download`` item that provides it
+DOWNLOADS = {
+    "CIFAR-10-C": "cifar10c",
+    "CIFAR-100-C": "cifar100c",
+    "Tiny-ImageNet-C": "tinyimagenetc",
+    "cifar10": "cifar10",
+    "cifar100": "cifar100",
+}
+
+
+def download_hint(what: str) -> str:
+    """How to get the layout ``what``: the opt-in download command, or why there is none."""
+    item = DOWNLOADS.get(what)
+    if item is None:
+        return "ttabench downloads nothing by itself, and offers no download of it."
+    return f"Download it (opt-in): ttabench download {item} --root DIR"
 
 
 def fingerprint_files(paths: Iterable[Path], base: Path | None = None) -> str:

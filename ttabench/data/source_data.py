@@ -10,7 +10,7 @@ split. Which clean set belongs to a benchmark is known from the dataset's name:
 | cifar10c | CIFAR-10 train | ``cifar-10-batches-py/data_batch_1..5`` |
 | cifar100c | CIFAR-100 train | ``cifar-100-python/train`` |
 | imagenetc | ImageNet train | ``train/{wnid}/*.JPEG`` (``source_data=<root>/val``: EATA's) |
-| fashionmnistc | Fashion-MNIST train | ``fashion-mnist/train-images-idx3-ubyte[.gz]`` |
+| fashionmnistc | Fashion-MNIST train | ``fashion-mnist/train-images-idx3-ubyte[.gz]``, Debian's |
 
 Samples are drawn without replacement by a generator of ``(seed, n)``, so a method's source
 statistics are reproducible, and only the drawn images are decoded. The provider is lazy: a run
@@ -29,7 +29,7 @@ import torch
 
 from ttabench.data import synthetic
 from ttabench.data.cifar_pickle import load_cifar_pickle
-from ttabench.data.clean import _read_idx, preprocess_imagenet
+from ttabench.data.clean import fashion_mnist, preprocess_imagenet
 from ttabench.data.folder_c import list_samples, list_wnids
 from ttabench.data.roots import data_root
 
@@ -39,7 +39,6 @@ LAYOUTS = {
     "cifar10c": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)]),
     "cifar100c": ("cifar-100-python", ["train"]),
     "imagenetc": ("train", []),
-    "fashionmnistc": ("fashion-mnist", ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"]),
 }
 
 
@@ -51,14 +50,14 @@ def source_data_provider(
 
     def provide(n: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng(np.random.SeedSequence([seed, int(n), 0x5EED]))
-        if dataset == "embedded":
-            images, labels = _embedded_train(data_seed)
+        if dataset in ("embedded", "fashionmnistc"):  # whole split in memory
+            images, labels = _in_memory_train(dataset, root, data_seed)
             pick = _pick(rng, len(labels), n)
             return torch.from_numpy(images[pick]), torch.from_numpy(labels[pick])
         if dataset not in LAYOUTS:
             raise ValueError(
                 f"dataset={dataset} has no clean source split that ttabench can read; methods "
-                f"that need source samples run on: embedded, {', '.join(LAYOUTS)}"
+                f"that need source samples run on: embedded, fashionmnistc, {', '.join(LAYOUTS)}"
             )
         images, labels = _read(dataset, _folder(dataset, root), rng, n)
         return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels)
@@ -67,9 +66,16 @@ def source_data_provider(
 
 
 @functools.lru_cache(maxsize=1)
-def _embedded_train(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The synthetic train split (30,000 images, ~10 s to render): once per process."""
-    return synthetic.generate("train", seed)
+def _in_memory_train(dataset: str, root, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The synthetic train split (30,000 images, ~10 s to render) or Fashion-MNIST's (60,000,
+    ~1 s to read): once per process."""
+    if dataset == "embedded":
+        return synthetic.generate("train", seed)
+    try:
+        images, labels, _ = fashion_mnist(root, "train")
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{KEY}: this method needs clean source samples; {exc}") from None
+    return images, labels
 
 
 def _pick(rng: np.random.Generator, available: int, n: int) -> np.ndarray:
@@ -109,13 +115,6 @@ def _read(
         images, all_labels = np.concatenate(data), np.concatenate(labels)
         pick = _pick(rng, len(all_labels), n)
         return images[pick], all_labels[pick]
-    if dataset == "fashionmnistc":
-        paths = [folder / f for f in LAYOUTS[dataset][1]]
-        paths = [p if p.exists() else p.with_name(p.name + ".gz") for p in paths]
-        grey, all_labels = _read_idx(paths[0], 3), _read_idx(paths[1], 1).astype(np.int64)
-        pick = _pick(rng, len(all_labels), n)
-        padded = np.pad(grey[pick], ((0, 0), (2, 2), (2, 2)))  # as the Fashion-MNIST-C reader
-        return np.repeat(padded[:, None], 3, axis=1), all_labels[pick]
     wnids = list_wnids(folder)
     samples = list_samples(folder, wnids)
     pick = _pick(rng, len(samples), n)

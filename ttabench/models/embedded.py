@@ -1,8 +1,10 @@
-"""The embedded source model: a ResNet-8 trained on the synthetic data, shipped in the package.
+"""The shipped ResNet-8 source models: ``model=embedded`` (trained on the synthetic data) and
+``model=fashion_resnet8`` (trained on the Fashion-MNIST train split), both made by
+``ttabench pretrain``.
 
-The checkpoint's JSON record carries the fingerprint of the data generator it was trained on;
-loading it against a different generator is an error (retrain with `ttabench pretrain`), so the
-generator and the weights cannot drift apart silently.
+The checkpoint's JSON record carries the data it was trained on and its fingerprint; loading a
+synthetic-data checkpoint against a different generator is an error (retrain with `ttabench
+pretrain`), so the generator and the weights cannot drift apart silently.
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ INPUT_MEAN = (0.5, 0.5, 0.5)
 INPUT_STD = (0.25, 0.25, 0.25)
 
 
-def build_net(width: int = 1, blocks_per_stage: int = 1, norm: str = "bn") -> SmallResNet:
+def build_net(
+    width: int = 1, blocks_per_stage: int = 1, norm: str = "bn", num_classes: int | None = None
+) -> SmallResNet:
     """The ResNet-8 with BatchNorm layers, or (``norm="iabn"``) NOTE's IABN layers in their
     place (``model=embedded_iabn``, the twin NOTE's official protocol needs)."""
-    net = SmallResNet(len(synthetic.CLASSES), width, blocks_per_stage)
+    net = SmallResNet(num_classes or len(synthetic.CLASSES), width, blocks_per_stage)
     if norm == "iabn":
         convert_to_iabn(net)
     elif norm != "bn":
@@ -44,7 +48,8 @@ def load_embedded(
     Args:
         checkpoint: a checkpoint made by ``ttabench pretrain`` (its JSON record beside it).
         weights: which shipped checkpoint when ``checkpoint`` is None: ``embedded_resnet8``
-            (BatchNorm) or ``embedded_resnet8_iabn`` (trained with IABN, for NOTE).
+            (BatchNorm), ``embedded_resnet8_iabn`` (trained with IABN, for NOTE) or
+            ``fashion_resnet8`` (Fashion-MNIST).
 
     Raises:
         FileNotFoundError: the checkpoint or its JSON record is missing.
@@ -62,7 +67,7 @@ def load_embedded(
     if digest != record["sha256"]:
         raise ValueError(f"{path}: SHA-256 {digest} does not match its record {record['sha256']}")
     expected = synthetic.fingerprint(data_seed)
-    if record["dataset_fingerprint"] != expected:
+    if record.get("data", "embedded") == "embedded" and record["dataset_fingerprint"] != expected:
         raise ValueError(
             f"{path} was trained on synthetic data with fingerprint "
             f"{record['dataset_fingerprint'][:12]}..., but the generator now gives "
@@ -70,6 +75,8 @@ def load_embedded(
             f"{record['command']}"
         )
     cfg = record["config"]
-    net = build_net(cfg["width"], cfg["blocks_per_stage"], cfg.get("norm", "bn"))
+    net = build_net(
+        cfg["width"], cfg["blocks_per_stage"], cfg.get("norm", "bn"), record.get("num_classes")
+    )
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return NormalizedModel(net, record["input_mean"], record["input_std"]).eval()

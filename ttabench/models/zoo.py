@@ -45,8 +45,9 @@ def _robustbench_path(
         ck.robustbench_candidates(dataset, name, model_dir),
         checkpoint,
         pretrained,
-        hint=f"RobustBench writes this layout: robustbench.utils.load_model({name!r}, "
-        f"model_dir=DIR, dataset={dataset!r}, threat_model='corruptions') (needs network).",
+        hint=f"Download it (opt-in): ttabench download {preset} --model-dir DIR (or RobustBench: "
+        f"robustbench.utils.load_model({name!r}, model_dir=DIR, dataset={dataset!r}, "
+        "threat_model='corruptions')).",
     )
 
 
@@ -152,7 +153,12 @@ def load_torchvision(
         ],
         checkpoint,
         pretrained,
-        hint=f"torchvision downloads it with models.get_model({name!r}, weights={str(spec)!r}) "
+        hint=(
+            "Download it (opt-in): ttabench download resnet50 --model-dir DIR. "
+            if preset == "resnet50"
+            else ""
+        )
+        + f"torchvision downloads it with models.get_model({name!r}, weights={str(spec)!r}) "
         "(needs network; the file lands in the torch hub cache above).",
     )
     net = models.get_model(
