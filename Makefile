@@ -16,9 +16,7 @@ $(STAMP): pyproject.toml
 	  { echo "ttabench needs Python >= 3.11 (set PYTHON=python3.11)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet -e '.[test,spatter]'
-	@# frost's texture files only (its own dependencies, numba and opencv-python, are unused)
-	$(PY) -m pip install --quiet --no-deps 'imagecorruptions-imaug>=1.1.5'
+	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install ttabench with its dependencies
@@ -50,7 +48,7 @@ pretrain: $(STAMP) ## retrain the shipped embedded model (writes ttabench/models
 clean: ## remove run outputs and caches (not the venv)
 	rm -rf outputs build *.egg-info .pytest_cache .ruff_cache
 
-.PHONY: reference reference-quick reference-methods reference-memory
+.PHONY: reference reference-quick reference-methods reference-memory reference-fashion
 reference: $(STAMP) ## regenerate results/ (reference grid: hours on 2 CPU cores; rerun to resume)
 	$(PY) scripts/reference_results.py --launcher joblib --n-jobs 2
 
@@ -59,6 +57,9 @@ reference-methods: $(STAMP) ## the adapting methods' grid into results/methods/ 
 
 reference-memory: $(STAMP) ## the memory/teacher methods' grid into results/memory/ (about 2 hours; rerun to resume)
 	$(PY) scripts/reference_results.py --grid memory --launcher joblib --n-jobs 2 --n-per-domain 300
+
+reference-fashion: $(STAMP) ## Fashion-MNIST-C: every method x iid/dirichlet/continual into results/fashion/ (needs dataset-fashion-mnist)
+	$(PY) scripts/reference_results.py --grid fashion --launcher joblib --n-jobs 2
 
 pretrain-iabn: $(STAMP) ## retrain the embedded model's IABN twin (for NOTE's official protocol)
 	$(VENV)/bin/ttabench pretrain --norm iabn --out ttabench/models/weights/embedded_resnet8_iabn.pt

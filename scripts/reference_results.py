@@ -84,6 +84,15 @@ ADAPTING_ORDER = {
 MEMORY = ("source", "bn", "tent", "rotta", "note", "cotta", "roid")
 MEMORY_STREAMS = ("iid", "dirichlet", "ptta", "mixed_dirichlet")
 MEMORY_ORDER = {"method": list(MEMORY), "stream": list(MEMORY_STREAMS)}
+# The real-image offline benchmark (--grid fashion): Fashion-MNIST-C with its own source model,
+# every method on its own default norm (issue "First run and fidelity").
+FASHION = (
+    "source", "bn", "alpha", "ema", "rbn", "unmix", "tent", "eta", "eata", "sar", "deyo",
+    "lame", "rotta", "note", "cotta", "roid",
+)  # fmt: skip
+FASHION_STREAMS = ("iid", "dirichlet", "continual")
+FASHION_ORDER = {"method": list(FASHION), "stream": list(FASHION_STREAMS)}
+FASHION_DATA = ("model=fashion_resnet8", "dataset=fashionmnistc")
 COSTS = {  # summary column -> table column
     "forwards_per_sample": "forwards / sample",
     "backwards_per_sample": "backwards / sample",
@@ -132,6 +141,30 @@ def memory_sweeps(seeds, n_per_domain: int, quick: bool) -> list[list[str]]:
     ]
     streams = [[f"stream={','.join(MEMORY_STREAMS)}"], ["stream=dirichlet", SMALL_DELTA]]
     return [[*block, *stream, *common] for stream in streams for block in blocks]
+
+
+def fashion_sweeps(seeds, n_per_domain: int, quick: bool) -> list[list[str]]:
+    """Every method on its default norm x {iid, dirichlet 0.1, continual} on Fashion-MNIST-C
+    with the Fashion-MNIST source model (needs the clean Fashion-MNIST test and train files)."""
+    common = [f"seed={','.join(map(str, seeds))}", *FASHION_DATA]
+    common += list(QUICK) if quick else [f"dataset.n_per_domain={n_per_domain}"]
+    return [[f"method={','.join(FASHION)}", f"stream={','.join(FASHION_STREAMS)}", *common]]
+
+
+def write_fashion_tables(runs, out: Path) -> dict[str, str]:
+    """Error tables (method x stream; method x corruption per stream) and the cost table."""
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    texts = {"fashion_streams.md": _markdown(runs, ["method", "norm"], "stream", FASHION_ORDER)}
+    for stream in FASHION_STREAMS:
+        chosen = select(runs, {"stream": [stream]})
+        if len(chosen):
+            texts[f"fashion_corruptions_stream={stream}.md"] = _markdown(
+                chosen, ["method"], "domain", FASHION_ORDER
+            )
+    texts["fashion_costs.md"] = cost_table(runs, FASHION)
+    for name, text in texts.items():
+        (out / "tables" / name).write_text(text + "\n")
+    return texts
 
 
 def run_sweeps(grid: list[list[str]], sweep_dir: Path, launcher: list[str], threads: int) -> None:
@@ -303,22 +336,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", default=",".join(STREAMS))
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     parser.add_argument("--skip-runs", action="store_true", help="only tables and figures")
-    parser.add_argument("--grid", default="norms", choices=["norms", "methods", "memory"])
+    parser.add_argument(
+        "--grid", default="norms", choices=["norms", "methods", "memory", "fashion"]
+    )
     parser.add_argument(
         "--n-per-domain",
         type=int,
-        help="--grid methods / memory: images per domain [2000 / 300]",
+        help="--grid methods / memory / fashion: images per domain [2000 / 300 / 500]",
     )
     args = parser.parse_args(argv)
     methods = args.grid != "norms"
-    args.n_per_domain = args.n_per_domain or (300 if args.grid == "memory" else 2000)
-    name = {"norms": "reference", "methods": "reference_methods", "memory": "reference_memory"}
-    base = ROOT / "outputs" / (f"{name[args.grid]}_quick" if args.quick else name[args.grid])
-    sub = {"norms": "", "methods": "methods", "memory": "memory"}[args.grid]
+    args.n_per_domain = args.n_per_domain or {"memory": 300, "fashion": 500}.get(args.grid, 2000)
+    sub = {"norms": "", "methods": "methods", "memory": "memory", "fashion": "fashion"}[args.grid]
+    name = f"reference_{sub}" if sub else "reference"
+    base = ROOT / "outputs" / (f"{name}_quick" if args.quick else name)
     out = args.out or (base if args.quick else ROOT / "results" / sub)
     sweep_dir = (args.sweep_dir or base / "runs").resolve()
     if args.grid == "memory":
         grid = memory_sweeps(args.seeds.split(","), args.n_per_domain, args.quick)
+    elif args.grid == "fashion":
+        grid = fashion_sweeps(args.seeds.split(","), args.n_per_domain, args.quick)
     elif methods:
         grid = method_sweeps(args.seeds.split(","), args.n_per_domain, args.quick)
     else:
@@ -339,8 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     rel[columns].to_csv(out / "summaries.csv.gz", index=False, compression=gz)
     command = "python scripts/reference_results.py" + (" --quick" if args.quick else "")
     if methods:
-        memory = args.grid == "memory"
-        texts = (write_memory_tables if memory else write_method_tables)(rel, out)
+        writer = {"memory": write_memory_tables, "fashion": write_fashion_tables}
+        texts = writer.get(args.grid, write_method_tables)(rel, out)
         command += f" --grid {args.grid} --n-per-domain {args.n_per_domain}"
         if args.seeds != ",".join(map(str, SEEDS)):
             command += f" --seeds {args.seeds}"
@@ -350,10 +387,12 @@ def main(argv: list[str] | None = None) -> int:
         own = args.quick or args.out is not None
         readme = out / "README.md" if own else out.parent / "README.md"
         markers = (f"<!-- {args.grid}:begin -->", f"<!-- {args.grid}:end -->")
-        heading = "Memory and teacher methods" if memory else "Adapting methods"
-        prefix = "memory_" if memory else "methods_"
+        heading, prefix = {
+            "memory": ("Memory and teacher methods", "memory_"),
+            "fashion": ("Fashion-MNIST-C: the real-image offline benchmark", "fashion_streams"),
+        }.get(args.grid, ("Adapting methods", "methods_"))
         write_readme(out, texts, [], command, readme, markers, heading, prefix)
-        print(texts[f"{prefix}costs.md"])
+        print(next(text for name, text in texts.items() if name.endswith("costs.md")))
         figures = []
     else:
         texts = write_tables(rel, out)

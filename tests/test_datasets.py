@@ -347,7 +347,7 @@ def test_embedded_frost_without_textures_fails_at_construction(tmp_path, monkeyp
     monkeypatch.setenv(frost.ENV_VAR, str(tmp_path))  # no textures there
     with pytest.raises(ValueError, match=r"lacks frost1.png.*dataset.corruptions=\[contrast\]"):
         EmbeddedCorruptions(["contrast", "frost"], cache_dir=tmp_path)
-    with pytest.raises(InstantiationException, match="pip install --no-deps"):
+    with pytest.raises(InstantiationException, match="pip install .imagecorruptions>=1.1.2."):
         instantiate(compose_run("dataset=embedded", tiny=False).dataset)
 
 

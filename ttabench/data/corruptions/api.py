@@ -73,9 +73,12 @@ def corruption_provenance(names: Iterable[str]) -> dict[str, str]:
 def corruption_fingerprint(name: str) -> str:
     """Short hash of ``corruption_provenance([name])`` ('' when it uses nothing external).
 
-    Part of cache keys, so other frost textures or another OpenCV never serve stale images.
+    Part of cache keys, so other frost textures or another OpenCV never serve stale images;
+    where the textures were found is left out (the same bytes from another wheel or folder
+    give the same images), their SHA-256 is in.
     """
     record = corruption_provenance([name])
+    record.pop("frost_textures", None)
     if not record:
         return ""
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:8]

@@ -9,9 +9,9 @@ full-size photograph.
 
 The photographs carry no licence of their own (spec 2.7), so they are never shipped here; they
 are read at run time from ``$TTA_FROST_DIR`` (a folder with ``frost1.png`` .. ``frost5.jpg``) or,
-without it, from an installed ``imagecorruptions-imaug`` (Apache-2.0) or ``imagecorruptions``
-wheel, located through its ``importlib.metadata`` file list (importing the package would pull in
-OpenCV and numba). They are decoded with Pillow (``convert("RGB")`` drops the always-opaque alpha
+without it, from an installed ``imagecorruptions`` (Apache-2.0, a dependency of ttabench) or
+``imagecorruptions-imaug`` wheel, located through its ``importlib.metadata`` file list (the
+package itself is never imported). They are decoded with Pillow (``convert("RGB")`` drops the always-opaque alpha
 channel like ``cv2.imread`` does; checked identical to OpenCV's decode for all six files).
 Fidelity: exact given the files. The x0.2 resize is OpenCV's half-pixel bilinear map; at
 scale 5 it samples pixel centres ``5 i + 2`` exactly, so the published textures resize without
@@ -38,7 +38,7 @@ ENV_VAR = "TTA_FROST_DIR"
 #: The five textures the originals draw from (``randint(5)``), in their index order.
 TEXTURE_NAMES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg")
 #: Wheels carrying ``imagecorruptions/frost/frost{1..6}``, in order of preference.
-DISTRIBUTIONS = ("imagecorruptions-imaug", "imagecorruptions")
+DISTRIBUTIONS = ("imagecorruptions", "imagecorruptions-imaug")
 #: ``textures_sha256`` of hendrycks/robustness's files (byte-identical in both wheels).
 ORIGINAL_SHA256 = "0964beb5b8aee4a0b88bc055fc9883fbab7a2d552dc85ec9ec907eca3a433201"
 
@@ -86,9 +86,9 @@ def _wheel_files(name: str) -> tuple[Path, ...] | None:
 
 
 _HOW = (
-    f"ttabench does not ship them (they have no licence of their own). Either pip install "
-    f"--no-deps 'imagecorruptions-imaug>=1.1.5' (its wheel carries them; --no-deps skips its "
-    f"unused numba/opencv-python), or set {ENV_VAR} to a folder holding "
+    f"ttabench does not ship them (they have no licence of their own) but depends on the "
+    f"imagecorruptions wheel that carries them: pip install 'imagecorruptions>=1.1.2' (missing "
+    f"if ttabench was installed with --no-deps), or set {ENV_VAR} to a folder holding "
     f"{', '.join(TEXTURE_NAMES)}"
 )
 
