@@ -11,8 +11,9 @@ The photographs carry no licence of their own (spec 2.7), so they are never ship
 are read at run time from ``$TTA_FROST_DIR`` (a folder with ``frost1.png`` .. ``frost5.jpg``) or,
 without it, from an installed ``imagecorruptions`` (Apache-2.0, a dependency of ttabench) or
 ``imagecorruptions-imaug`` wheel, located through its ``importlib.metadata`` file list (the
-package itself is never imported). They are decoded with Pillow (``convert("RGB")`` drops the always-opaque alpha
-channel like ``cv2.imread`` does; checked identical to OpenCV's decode for all six files).
+package itself is never imported). They are decoded with Pillow (``convert("RGB")`` drops the
+always-opaque alpha channel like ``cv2.imread`` does; checked identical to OpenCV's decode for
+all six files).
 Fidelity: exact given the files. The x0.2 resize is OpenCV's half-pixel bilinear map; at
 scale 5 it samples pixel centres ``5 i + 2`` exactly, so the published textures resize without
 rounding (other textures: within 1 grey level of OpenCV's fixed-point weights).
