@@ -15,7 +15,8 @@ forward runs the *whole model twice* on every test batch:
 ``rule: two_pass`` (the default) is that rule. ``rule: one_pass`` is a cheaper variant kept as a
 named option: each layer updates and normalises in the same pass, so a layer's update sees
 inputs normalised by the earlier layers' *updated running* statistics (one forward instead of
-two; measured 84 % prediction agreement with the reference on the embedded ResNet-8).
+two; on the embedded benchmark, 1,000 images per domain, i.i.d. batches of 64: 86.7 % of
+predictions agree with the reference, error 14.4 % against the reference's 19.8 %).
 
 m defaults to the layer's own BN momentum (0.1 for the standard models). The statistics start
 at the source running statistics and are buffers, so a method's ``reset`` restores them. No
