@@ -456,3 +456,24 @@ def test_unmix_batchnorm1d_modes():
     assert UnMixNorm(bn1d="unmix").apply(net())(x).shape == (2, 3, 16)  # over the length axis
     with pytest.raises(ValueError, match="bn1d=source"):
         UnMixNorm(bn1d="unmix").apply(nn.Sequential(nn.BatchNorm1d(3)))(torch.randn(2, 3))
+
+
+@pytest.mark.parametrize("method", ["ema", "tent", "sar", "eata", "cotta"])
+def test_ema_statistics_move_once_per_test_batch_under_any_method(method, monkeypatch):
+    """The first (train-mode) pass runs once per batch and model: not again for SAR's second
+    forward, EATA's Fisher pass on source data or a teacher's augmented views (inside
+    ``statistics_frozen``). CoTTA's student, teacher and anchor each forward the batch once,
+    so each of their layers moves once, as under norm=bn each normalises with the batch."""
+    from .test_methods import make_method
+    from .test_methods import shifted_batch as method_batch
+
+    adapter = make_method(f"method={method}", "norm=ema")
+    updated: list[int] = []
+    original = EMABatchNorm._update
+    monkeypatch.setattr(
+        EMABatchNorm, "_update", lambda self, x: updated.append(id(self)) or original(self, x)
+    )
+    adapter(method_batch())
+    student = {id(m) for m in adapter.model.modules() if isinstance(m, EMABatchNorm)}
+    assert student and student <= set(updated)
+    assert len(updated) == len(set(updated))  # no layer twice
