@@ -191,6 +191,17 @@ CASES: list[Case] = [
     Case("pretrain: --out under a file", ["pretrain", "--epochs", "1", "--out",
          "{tmp}/a_file/m.pt"], 2, "{tmp}/a_file is a file", None, a_file),
     Case("pretrain: epochs not a number", ["pretrain", "--epochs", "x"], 2, "--epochs"),
+    Case("pretrain: Fashion-MNIST not under --root", ["pretrain", "--data", "fashion_mnist",
+         "--root", "{tmp}/nowhere", "--out", "{tmp}/m.pt"], 2, "apt install dataset-fashion-mnist"),
+    Case("pretrain: unknown --data", ["pretrain", "--data", "mnist"], 2, "--data"),
+    # download (nothing is fetched in these: each stops before the network)
+    Case("download: unknown item", ["download", "cifar10c", "imagenet"], 2,
+         "unknown item imagenet; valid: cifar10c"),
+    Case("download: data item without a root", ["download", "cifar10"], 2, "--root DIR"),
+    Case("download: --root under a file", ["download", "cifar10", "--root", "{tmp}/a_file/d"],
+         2, "{tmp}/a_file is a file", None, a_file),
+    Case("download: --model-dir under a file", ["download", "wrn28_10", "--model-dir",
+         "{tmp}/a_file/m"], 2, "{tmp}/a_file is a file", None, a_file),
     # the front end
     Case("unknown command", ["frobnicate"], 2, "unknown command 'frobnicate'"),
 ]  # fmt: skip

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ttabench.paths import dir_problem
 from ttabench.transfer import TIMEOUT_S, USER_AGENT, Checksum, TransferError, fetch
 
 RECORD = ".ttabench-download.json"
@@ -294,6 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = args.model_dir or os.environ.get("TTA_MODEL_DIR") or "./models"
     if root is None and any(CATALOG[n].kind == "data" for n in args.items):
         parser.error("where to put the data? give --root DIR (or set $TTA_DATA_ROOT)")
+    for name in args.items:  # before anything is fetched
+        flag = "--root" if CATALOG[name].kind == "data" else "--model-dir"
+        problem = dir_problem(Path(root if flag == "--root" else model_dir).expanduser())
+        if problem:
+            parser.error(f"{flag}: {problem}")
     failed = 0
     for name in dict.fromkeys(args.items):
         item = CATALOG[name]

@@ -125,6 +125,8 @@ DOWNLOADS = {
 def download_hint(what: str) -> str:
     """How to get the layout ``what``: the opt-in download command, or why there is none."""
     item = DOWNLOADS.get(what)
+    if what == "fashion_mnist":
+        return "On Debian/Ubuntu: apt install dataset-fashion-mnist (read from its folder)."
     if item is None:
         return "ttabench downloads nothing by itself, and offers no download of it."
     return f"Download it (opt-in): ttabench download {item} --root DIR"
