@@ -201,7 +201,20 @@ def _check_checkpoint(path: Path) -> None:
 
 
 def download(item: Item, base: Path, mirror: str | None = None, progress: bool = True) -> str:
-    """Fetch, check and place ``item`` under ``base``; return a one-line report."""
+    """Fetch, check and place ``item`` under ``base``; return a one-line report.
+
+    Raises:
+        DownloadError: one line, starting with the item's name.
+    """
+    try:
+        return _download(item, base, mirror, progress)
+    except DownloadError as exc:
+        if str(exc).startswith(f"{item.name}: "):
+            raise
+        raise DownloadError(f"{item.name}: {exc}") from None
+
+
+def _download(item: Item, base: Path, mirror: str | None, progress: bool) -> str:
     target = base / item.target
     if target.exists():
         own = (
@@ -218,7 +231,7 @@ def download(item: Item, base: Path, mirror: str | None = None, progress: bool =
         published = zenodo_checksum(*item.zenodo, mirror)
         if checksum is not None and published.value != checksum.value:
             raise DownloadError(
-                f"{item.name}: Zenodo now publishes {published} for {item.zenodo[1]}, not the "
+                f"Zenodo now publishes {published} for {item.zenodo[1]}, not the "
                 f"{checksum} ttabench knows; the record changed, so nothing was downloaded"
             )
         checksum = published
@@ -228,7 +241,7 @@ def download(item: Item, base: Path, mirror: str | None = None, progress: bool =
     try:
         sha256 = fetch(url, dest, checksum, progress)
     except TransferError as exc:
-        raise DownloadError(f"{item.name}: {exc}") from None
+        raise DownloadError(str(exc)) from None
     if checksum is None:
         _check_checkpoint(dest)
     record = {
