@@ -362,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         help="--grid methods / memory / fashion: images per domain [2000 / 300 / 500]",
     )
     args = parser.parse_args(argv)
+    if args.reuse is not None and args.grid != "norms":
+        parser.error("--reuse applies to the norms grid only")
     methods = args.grid != "norms"
     args.n_per_domain = args.n_per_domain or {"memory": 300, "fashion": 500}.get(args.grid, 2000)
     sub = {"norms": "", "methods": "methods", "memory": "memory", "fashion": "fashion"}[args.grid]

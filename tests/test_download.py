@@ -47,6 +47,22 @@ class Routes(http.server.BaseHTTPRequestHandler):
         if kind == "json":
             self._send(200, json.dumps(body).encode(), "application/json")
             return
+        if kind == "chunked_cut":  # chunked, no length: half the bytes, then hang up (once)
+            server.routes[self.path] = ("file", body)
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            half = body[: len(body) // 2]
+            self.wfile.write(f"{len(half):x}\r\n".encode() + half + b"\r\n")
+            self.close_connection = True  # without the closing 0-length chunk
+            return
+        if kind == "from_zero":  # answers a range with 206 but sends the file from byte 0
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes 0-{len(body) - 1}/{len(body)}")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         if kind == "cut":  # announce everything, send the first half, hang up (once)
             server.routes[self.path] = ("file", body)
             self.send_response(200)
@@ -92,6 +108,11 @@ def server():
     httpd.server_close()
 
 
+def get(item: dl.Item, base: Path, server) -> str:
+    """``ttabench download`` of ``item`` from the local server, its Zenodo records API too."""
+    return dl.download(item, base, server.url, False, f"{server.url}/zenodo.org/api/records")
+
+
 def route(item: dl.Item) -> str:
     """The path under the mirror at which ``item`` is requested."""
     return dl.mirrored(item.url, "http://x").removeprefix("http://x")
@@ -131,17 +152,17 @@ def serve_cifar10c(server, monkeypatch, body: bytes, kind: str = "file") -> dl.I
 
 def test_a_zenodo_dataset_is_fetched_checked_extracted_and_then_read(server, monkeypatch, tmp_path):
     item = serve_cifar10c(server, monkeypatch, cifar10c_tar())
-    report = dl.download(item, tmp_path, server.url, progress=False)
+    report = get(item, tmp_path, server)
     assert "md5 matches the published" in report
     folder = tmp_path / "CIFAR-10-C"
     record = json.loads((folder / dl.RECORD).read_text())
     assert record["url"] == item.url and record["published_checksum"] == str(item.checksum)
-    assert not list((tmp_path / ".downloads").iterdir())  # archive removed after extraction
+    assert not list((tmp_path / ".downloads").glob("*.tar*"))  # archive removed after extraction
     assert not list(tmp_path.glob(".*.extracting"))
     with pytest.warns(UserWarning):  # 5 x 20 rows instead of 5 x 10,000: accepted with a warning
         data = corruption_benchmark("cifar10c", root=tmp_path, corruptions=["gaussian_noise"])
     assert len(data.labels(data.domains[0])) == ROWS
-    again = dl.download(item, tmp_path, server.url, progress=False)
+    again = get(item, tmp_path, server)
     assert "already exists" in again and "not fetched by ttabench" not in again
 
 
@@ -151,11 +172,11 @@ def test_a_truncated_transfer_keeps_its_part_and_the_next_call_resumes_it(
     body = cifar10c_tar()
     item = serve_cifar10c(server, monkeypatch, body, kind="cut")
     with pytest.raises(dl.DownloadError, match=r"stopped at .* of .* bytes.*run the same command"):
-        dl.download(item, tmp_path, server.url, progress=False)
+        get(item, tmp_path, server)
     part = tmp_path / ".downloads" / "CIFAR-10-C.tar.part"
     assert part.stat().st_size == len(body) // 2
     assert not (tmp_path / "CIFAR-10-C").exists()
-    dl.download(item, tmp_path, server.url, progress=False)
+    get(item, tmp_path, server)
     ranges = [h.get("Range") for path, h in server.seen if path == route(item)]
     assert ranges == [None, f"bytes={len(body) // 2}-"]  # the second request asked for the rest
     assert (tmp_path / "CIFAR-10-C" / "gaussian_noise.npy").is_file() and not part.exists()
@@ -174,7 +195,7 @@ def test_a_wrong_checksum_removes_the_file_and_says_so(server, tmp_path):
     item = dl.CATALOG["cifar10"]  # the real published md5 against a small stand-in archive
     server.routes[route(item)] = ("file", b"not the CIFAR-10 archive")
     with pytest.raises(dl.DownloadError) as caught:
-        dl.download(item, tmp_path, server.url, progress=False)
+        get(item, tmp_path, server)
     message = str(caught.value)
     assert "published md5 is c58f30108f718f92721af3b95e74349a" in message and "\n" not in message
     assert not (tmp_path / ".downloads" / "cifar-10-python.tar.gz.part").exists()
@@ -185,7 +206,7 @@ def test_a_wrong_sha256_prefix_of_a_torch_hub_file_is_refused(server, tmp_path):
     item = dl.CATALOG["resnet50"]
     server.routes[route(item)] = ("file", b"\x80\x02not resnet50")
     with pytest.raises(dl.DownloadError, match="the published sha256 is 0676ba61"):
-        dl.download(item, tmp_path, server.url, progress=False)
+        get(item, tmp_path, server)
     assert not (tmp_path / item.target).exists()
 
 
@@ -202,7 +223,7 @@ def test_an_html_page_instead_of_a_file_is_reported_in_one_line(server, tmp_path
     item = dl.CATALOG["wrn28_10"]
     server.routes[route(item)] = (kind, body)
     with pytest.raises(dl.DownloadError) as caught:
-        dl.download(item, tmp_path, server.url, progress=False)
+        get(item, tmp_path, server)
     message = str(caught.value)
     assert "answered with an HTML page instead of the file" in message and "\n" not in message
     assert "Google Drive" in message
@@ -214,7 +235,7 @@ def test_a_checkpoint_without_published_checksum_is_checked_loadable(server, tmp
     state = io.BytesIO()
     torch.save({"classifier.weight": torch.zeros(2, 2)}, state)
     server.routes[route(item)] = ("file", state.getvalue())
-    report = dl.download(item, tmp_path, server.url, progress=False)
+    report = get(item, tmp_path, server)
     sha = hashlib.sha256(state.getvalue()).hexdigest()
     assert f"no published checksum exists; SHA-256 {sha}" in report
     path = tmp_path / "cifar100" / "corruptions" / "Hendrycks2020AugMix_ResNeXt.pt"
@@ -223,13 +244,13 @@ def test_a_checkpoint_without_published_checksum_is_checked_loadable(server, tmp
     item = dl.CATALOG["wrn28_10"]
     server.routes[route(item)] = ("file", b"PK\x03\x04 a broken zip, not a checkpoint")
     with pytest.raises(dl.DownloadError, match="not a loadable PyTorch checkpoint"):
-        dl.download(item, tmp_path, server.url, progress=False)
+        get(item, tmp_path, server)
     assert not (tmp_path / item.target).exists()
 
 
 def test_http_errors_and_an_unreachable_host_are_one_line(server, tmp_path):
     with pytest.raises(dl.DownloadError, match="HTTP 404"):
-        dl.download(dl.CATALOG["cifar100"], tmp_path, server.url, progress=False)
+        get(dl.CATALOG["cifar100"], tmp_path, server)
     closed = http.server.HTTPServer(("127.0.0.1", 0), Routes)
     port = closed.server_address[1]
     closed.server_close()
@@ -244,11 +265,11 @@ def test_the_zenodo_checksum_is_read_from_the_record_and_a_changed_record_is_ref
     other = {"files": [{"key": "CIFAR-10-C.tar", "checksum": "md5:" + "0" * 32}]}
     server.routes["/zenodo.org/api/records/2535967"] = ("json", other)
     with pytest.raises(dl.DownloadError, match="Zenodo now publishes md5 0000"):
-        dl.download(item, tmp_path, server.url, progress=False)
+        get(item, tmp_path, server)
     del server.routes["/zenodo.org/api/records/2535967"]
     with pytest.raises(dl.DownloadError, match="could not read the published checksum"):
-        dl.download(item, tmp_path, server.url, progress=False)
-    assert not (tmp_path / ".downloads").exists()  # nothing started without a checksum
+        get(item, tmp_path, server)
+    assert not list((tmp_path / ".downloads").glob("*.tar*"))  # nothing fetched unchecked
     # Tiny-ImageNet-C: the md5 comes from its record only.
     tiny = dl.CATALOG["tinyimagenetc"]
     body = cifar10c_tar(top="Tiny-ImageNet-C")
@@ -257,7 +278,7 @@ def test_the_zenodo_checksum_is_read_from_the_record_and_a_changed_record_is_ref
     record = {"files": [{"key": "Tiny-ImageNet-C.tar", "checksum": f"md5:{md5}"}]}
     server.routes["/zenodo.org/api/records/2536630"] = ("json", record)
     monkeypatch.setitem(dl.CATALOG, "tinyimagenetc", dataclasses.replace(tiny, size=None))
-    assert md5 in dl.download(dl.CATALOG["tinyimagenetc"], tmp_path, server.url, progress=False)
+    assert md5 in get(dl.CATALOG["tinyimagenetc"], tmp_path, server)
 
 
 def test_crafted_archives_are_refused_and_nothing_lands_outside_the_root(
@@ -268,12 +289,12 @@ def test_crafted_archives_are_refused_and_nothing_lands_outside_the_root(
     item = serve_cifar10c(server, monkeypatch, cifar10c_tar(extra=escape))
     root = tmp_path / "root"
     with pytest.raises(dl.DownloadError, match="could not be extracted"):
-        dl.download(item, root, server.url, progress=False)
+        get(item, root, server)
     assert not list(tmp_path.rglob("escaped.txt"))
     assert not (root / "CIFAR-10-C").exists() and not list(root.glob(".*.extracting"))
     item = serve_cifar10c(server, monkeypatch, cifar10c_tar(top="Something-Else"))
     with pytest.raises(dl.DownloadError, match="holds Something-Else, not the folder CIFAR-10-C"):
-        dl.download(item, root, server.url, progress=False)
+        get(item, root, server)
 
 
 def test_a_users_own_copy_is_left_alone(tmp_path):
@@ -321,3 +342,102 @@ def test_a_missing_data_root_names_the_download_command(tmp_path):
     with pytest.raises(FileNotFoundError, match="ttabench download cifar10c --root DIR"):
         corruption_benchmark("cifar10c", root=tmp_path / "nowhere")
     assert Path(dl.__file__).is_file()
+
+
+def test_a_transfer_without_length_that_stops_keeps_its_part(server, tmp_path):
+    body = bytes(range(256)) * 400
+    server.routes["/c.bin"] = ("chunked_cut", body)
+    checksum = Checksum("md5", hashlib.md5(body).hexdigest())
+    with pytest.raises(TransferError, match=r"stopped at .* bytes; the part is kept"):
+        fetch(f"{server.url}/c.bin", tmp_path / "c.bin", checksum, progress=False)
+    assert (tmp_path / "c.bin.part").stat().st_size == len(body) // 2
+    fetch(f"{server.url}/c.bin", tmp_path / "c.bin", checksum, progress=False)
+    assert (tmp_path / "c.bin").read_bytes() == body
+
+
+def test_a_206_from_the_wrong_offset_restarts_instead_of_appending(server, tmp_path):
+    body = bytes(range(256)) * 100
+    server.routes["/z.bin"] = ("from_zero", body)
+    (tmp_path / "z.bin.part").write_bytes(body[:1000])
+    fetch(f"{server.url}/z.bin", tmp_path / "z.bin", None, progress=False)
+    assert (tmp_path / "z.bin").read_bytes() == body
+
+
+def test_an_html_page_on_resume_keeps_the_part(server, tmp_path):
+    server.routes["/h.bin"] = ("html", b"<html>quota</html>")
+    (tmp_path / "h.bin.part").write_bytes(b"\x00" * 1000)
+    with pytest.raises(TransferError, match="the part of 1,000 bytes fetched before is kept"):
+        fetch(f"{server.url}/h.bin", tmp_path / "h.bin", None, progress=False)
+    assert (tmp_path / "h.bin.part").stat().st_size == 1000
+
+
+def test_a_mirror_cannot_vouch_for_its_own_files(server, monkeypatch, tmp_path):
+    """The md5 of a Zenodo record is read from the records API, not from the mirror: a
+    mirror serving another archive with a matching forged record is refused."""
+    tiny = dl.CATALOG["tinyimagenetc"]
+    forged = cifar10c_tar(top="Tiny-ImageNet-C")
+    server.routes[route(tiny)] = ("file", forged)
+    server.routes["/zenodo.org/api/records/2536630"] = (
+        "json",
+        {
+            "files": [
+                {"key": "Tiny-ImageNet-C.tar", "checksum": f"md5:{hashlib.md5(forged).hexdigest()}"}
+            ]
+        },
+    )
+    monkeypatch.setitem(dl.CATALOG, "tinyimagenetc", dataclasses.replace(tiny, size=None))
+    records = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Routes)
+    records.routes, records.seen = {}, []
+    records.routes["/2536630"] = (
+        "json",
+        {"files": [{"key": "Tiny-ImageNet-C.tar", "checksum": "md5:" + "1" * 32}]},
+    )
+    threading.Thread(target=records.serve_forever, daemon=True).start()
+    try:
+        api = f"http://127.0.0.1:{records.server_address[1]}"
+        with pytest.raises(dl.DownloadError, match="the published md5 is 1111"):
+            dl.download(dl.CATALOG["tinyimagenetc"], tmp_path, server.url, False, api)
+    finally:
+        records.shutdown()
+        records.server_close()
+    assert not (tmp_path / "Tiny-ImageNet-C").exists()
+    assert "/zenodo.org/api/records/2536630" not in [path for path, _ in server.seen]
+
+
+def test_a_linked_top_folder_is_refused(server, monkeypatch, tmp_path):
+    link = tarfile.TarInfo("CIFAR-10-C")
+    link.type, link.linkname = tarfile.SYMTYPE, "."
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.addfile(link)
+    item = serve_cifar10c(server, monkeypatch, buffer.getvalue())
+    with pytest.raises(dl.DownloadError, match="not the folder CIFAR-10-C"):
+        get(item, tmp_path, server)
+    assert not (tmp_path / "CIFAR-10-C").exists() and not list(tmp_path.glob(".*.extracting"))
+
+
+def test_a_verified_archive_left_by_an_interruption_is_not_fetched_again(
+    server, monkeypatch, tmp_path
+):
+    body = cifar10c_tar()
+    item = serve_cifar10c(server, monkeypatch, body)
+    (tmp_path / ".downloads").mkdir()
+    (tmp_path / ".downloads" / "CIFAR-10-C.tar").write_bytes(body)  # fetched, not extracted
+    assert "md5 matches" in get(item, tmp_path, server)
+    assert route(item) not in [path for path, _ in server.seen]
+    assert (tmp_path / "CIFAR-10-C" / dl.RECORD).is_file()
+
+
+def test_one_process_at_a_time_fetches_an_item(server, monkeypatch, tmp_path):
+    item = serve_cifar10c(server, monkeypatch, cifar10c_tar())
+    (tmp_path / ".downloads").mkdir()
+    with open(tmp_path / ".downloads" / "cifar10c.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(dl.DownloadError, match="another ttabench download is fetching"):
+            get(item, tmp_path, server)
+    assert "md5 matches" in get(item, tmp_path, server)
+
+
+def test_an_unknown_checksum_algorithm_is_refused_before_any_transfer():
+    with pytest.raises(ValueError, match="not md5 or sha256"):
+        Checksum("crc32", "deadbeef")

@@ -20,13 +20,17 @@ absolute paths, links out of the tree or device files) and moved into place in o
 an interrupted extraction never leaves a half layout. A ``.ttabench-download.json`` record in
 the result says what was fetched, from where, and its digests; an existing folder without one
 (your own copy) is left alone. ``--mirror URL`` fetches every file from
-``URL/<host>/<path>`` instead (an institute mirror; the tests' local server).
+``URL/<host>/<path>`` instead (an institute mirror; the tests' local server); the md5s of
+Zenodo records are still read from Zenodo (``--records`` names another API, for the tests), so
+a mirror cannot vouch for its own files.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import fcntl
+import http.client
 import json
 import os
 import shutil
@@ -42,6 +46,7 @@ from ttabench.paths import dir_problem
 from ttabench.transfer import TIMEOUT_S, USER_AGENT, Checksum, TransferError, fetch
 
 RECORD = ".ttabench-download.json"
+ZENODO_RECORDS = "https://zenodo.org/api/records"
 GDRIVE = "https://drive.usercontent.google.com/download?id={}&export=download&confirm=t"
 
 
@@ -140,21 +145,26 @@ def mirrored(url: str, mirror: str | None) -> str:
     return f"{mirror.rstrip('/')}/{parts.netloc}{parts.path}{query}"
 
 
-def zenodo_checksum(record: str, file: str, mirror: str | None) -> Checksum:
-    """The md5 that Zenodo publishes for ``file`` of ``record`` (its records API)."""
-    url = mirrored(f"https://zenodo.org/api/records/{record}", mirror)
+def zenodo_checksum(record: str, file: str, records: str = ZENODO_RECORDS) -> Checksum:
+    """The md5 that Zenodo publishes for ``file`` of ``record``, from its records API at
+    ``records`` (never from a ``--mirror``: a mirror cannot vouch for its own files)."""
+    url = f"{records.rstrip('/')}/{record}"
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
             meta = json.loads(response.read())
-        entry = next(f for f in meta["files"] if file in (f.get("key"), f.get("filename")))
+        entries = [f for f in meta["files"] if isinstance(f, dict)]
+        entry = next(f for f in entries if file in (f.get("key"), f.get("filename")))
         algorithm, value = str(entry["checksum"]).split(":", 1)
-    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError, StopIteration):
+        return Checksum(algorithm, value)
+    except (
+        urllib.error.URLError, http.client.HTTPException, OSError, ValueError, KeyError,
+        TypeError, StopIteration,
+    ):  # fmt: skip
         raise DownloadError(
             f"could not read the published checksum of {file} from {url}; without it the "
             "download cannot be checked, so it was not started"
         ) from None
-    return Checksum(algorithm, value)
 
 
 def _free_space_check(folder: Path, item: Item) -> None:
@@ -169,8 +179,11 @@ def _free_space_check(folder: Path, item: Item) -> None:
         )
 
 
-def _extract(archive: Path, base: Path, top: str) -> None:
-    """Unpack ``archive`` and move its folder ``top`` to ``base/top`` in one rename."""
+def _extract(archive: Path, base: Path, top: str, record: dict) -> None:
+    """Unpack ``archive``, write ``record`` into its folder ``top`` and move that folder to
+    ``base/top`` in one rename (an interruption leaves no half layout and no unrecorded one)."""
+    if not hasattr(tarfile, "data_filter"):
+        raise DownloadError("extracting safely needs Python >= 3.11.4 (tarfile's data filter)")
     staging = base / f".{top}.extracting"
     shutil.rmtree(staging, ignore_errors=True)
     try:
@@ -179,42 +192,61 @@ def _extract(archive: Path, base: Path, top: str) -> None:
     except (tarfile.TarError, OSError, EOFError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise DownloadError(f"{archive.name} could not be extracted: {exc}") from None
-    if not (staging / top).is_dir():
+    if not (staging / top).is_dir() or (staging / top).is_symlink():
         found = ", ".join(sorted(p.name for p in staging.iterdir())) or "nothing"
         shutil.rmtree(staging, ignore_errors=True)
         raise DownloadError(f"{archive.name} holds {found}, not the folder {top}/ it should")
+    (staging / top / RECORD).write_text(json.dumps(record, indent=2) + "\n")
     os.replace(staging / top, base / top)
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def _check_checkpoint(path: Path) -> None:
-    """A file published without a checksum must at least be a loadable state dict."""
+def _check_checkpoint(part: Path) -> None:
+    """A file published without a checksum must at least be a loadable state dict (checked
+    before it is renamed into place)."""
     import torch
 
     try:
-        torch.load(path, map_location="cpu", weights_only=True)
+        torch.load(part, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure means it is not a checkpoint
-        path.unlink()
-        raise DownloadError(
-            f"{path.name} is not a loadable PyTorch checkpoint ({type(exc).__name__}); removed"
+        part.unlink()
+        name = part.name.removesuffix(".part")
+        raise TransferError(
+            f"{name} is not a loadable PyTorch checkpoint ({type(exc).__name__}); removed"
         ) from None
 
 
-def download(item: Item, base: Path, mirror: str | None = None, progress: bool = True) -> str:
-    """Fetch, check and place ``item`` under ``base``; return a one-line report.
+def download(
+    item: Item,
+    base: Path,
+    mirror: str | None = None,
+    progress: bool = True,
+    records: str = ZENODO_RECORDS,
+) -> str:
+    """Fetch, check and place ``item`` under ``base``; return a one-line report. One process
+    at a time handles an item under a base (``flock`` on ``.downloads/<item>.lock``).
 
     Raises:
         DownloadError: one line, starting with the item's name.
     """
     try:
-        return _download(item, base, mirror, progress)
+        locks = base / ".downloads"
+        locks.mkdir(parents=True, exist_ok=True)
+        with open(locks / f"{item.name}.lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise DownloadError(
+                    f"another ttabench download is fetching {item.name} into {base}"
+                ) from None
+            return _download(item, base, mirror, progress, records)
     except DownloadError as exc:
         if str(exc).startswith(f"{item.name}: "):
             raise
         raise DownloadError(f"{item.name}: {exc}") from None
 
 
-def _download(item: Item, base: Path, mirror: str | None, progress: bool) -> str:
+def _download(item: Item, base: Path, mirror: str | None, progress: bool, records: str) -> str:
     target = base / item.target
     if target.exists():
         own = (
@@ -228,7 +260,7 @@ def _download(item: Item, base: Path, mirror: str | None, progress: bool) -> str
     _free_space_check(base, item)
     checksum = item.checksum
     if item.zenodo is not None:
-        published = zenodo_checksum(*item.zenodo, mirror)
+        published = zenodo_checksum(*item.zenodo, records)
         if checksum is not None and published.value != checksum.value:
             raise DownloadError(
                 f"Zenodo now publishes {published} for {item.zenodo[1]}, not the "
@@ -238,12 +270,11 @@ def _download(item: Item, base: Path, mirror: str | None, progress: bool) -> str
     url = mirrored(item.url, mirror)
     name = urlsplit(item.url).path.rsplit("/", 1)[-1]
     dest = base / ".downloads" / name if item.archive else target
+    validate = _check_checkpoint if checksum is None else None
     try:
-        sha256 = fetch(url, dest, checksum, progress)
+        sha256 = fetch(url, dest, checksum, progress, validate)
     except TransferError as exc:
         raise DownloadError(str(exc)) from None
-    if checksum is None:
-        _check_checkpoint(dest)
     record = {
         "item": item.name,
         "url": item.url,
@@ -253,9 +284,8 @@ def _download(item: Item, base: Path, mirror: str | None, progress: bool) -> str
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     if item.archive:
-        _extract(dest, base, item.target)
+        _extract(dest, base, item.target, record)
         dest.unlink()
-        (target / RECORD).write_text(json.dumps(record, indent=2) + "\n")
     else:
         target.with_name(target.name + ".json").write_text(json.dumps(record, indent=2) + "\n")
     check = (
@@ -294,7 +324,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model-dir", help="model directory [$TTA_MODEL_DIR, else ./models] (model.model_dir)"
     )
-    parser.add_argument("--mirror", help="fetch from <MIRROR>/<host>/<path> instead")
+    parser.add_argument("--mirror", help="fetch the files from <MIRROR>/<host>/<path> instead")
+    parser.add_argument(
+        "--records",
+        default=ZENODO_RECORDS,
+        help=f"Zenodo records API the published md5s are read from [{ZENODO_RECORDS}]; "
+        "--mirror never changes it, so a mirror cannot vouch for its own files",
+    )
     parser.add_argument("--list", action="store_true", help="list the items and exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
@@ -318,9 +354,17 @@ def main(argv: list[str] | None = None) -> int:
         item = CATALOG[name]
         base = Path(root if item.kind == "data" else model_dir).expanduser()
         try:
-            print(download(item, base, args.mirror, not args.no_progress), flush=True)
+            report = download(item, base, args.mirror, not args.no_progress, args.records)
+            print(report, flush=True)
         except (DownloadError, OSError) as exc:
             failed += 1
             message = str(exc) if isinstance(exc, DownloadError) else f"{name}: {exc}"
             print(f"ttabench download: error: {message}", file=sys.stderr, flush=True)
+        except KeyboardInterrupt:
+            print(
+                f"ttabench download: interrupted: {name}: what was fetched is kept; run the same "
+                "command again to resume",
+                file=sys.stderr,
+            )
+            return 130
     return 1 if failed else 0

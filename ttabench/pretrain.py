@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
         make_dir(Path(out).parent, "--out")
         fingerprint = splits(cfg.data, cfg.data_seed, root)[2]  # data found and readable
-    except (ValueError, FileNotFoundError) as exc:  # before minutes of training are spent
+    except (ValueError, OSError, EOFError) as exc:  # before minutes of training are spent
         parser.exit(2, f"ttabench pretrain: error: {exc}\n")
     model, acc, seconds = train(cfg, root)
     record = save(model, cfg, acc, seconds, out, argv, fingerprint)
