@@ -68,3 +68,18 @@ def test_a_fashion_mnist_c_run_end_to_end_and_bn_helps_under_noise(fashion_test,
         assert "fashion_mnist" in total.provenance
         errors[method] = total.error
     assert 0 < errors["bn"] < errors["source"] < 100
+
+
+def test_a_shipped_model_on_another_datasets_classes_is_warned_about():
+    """Runs on, but says so: the synthetic model's classes are not Fashion-MNIST's."""
+    from ttabench.run import check_combination
+
+    with pytest.warns(UserWarning, match="use model=fashion_resnet8"):
+        check_combination(compose_run("dataset=fashionmnistc"))
+    with pytest.warns(UserWarning, match="trained for dataset=fashionmnistc, not dataset=embedded"):
+        check_combination(compose_run("model=fashion_resnet8"))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_combination(compose_run("dataset=fashionmnistc", "model=fashion_resnet8"))

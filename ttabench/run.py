@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +186,14 @@ def build_method(cfg: DictConfig, num_classes: int, device: torch.device | str) 
         raise
 
 
+#: shipped source models -> the dataset preset whose classes they were trained on
+SHIPPED_MODELS = {
+    "embedded": "embedded",
+    "embedded_iabn": "embedded",
+    "fashion_resnet8": "fashionmnistc",
+}
+
+
 def check_combination(cfg: DictConfig) -> None:
     """A norm-only method preset (``method=bn``, ``alpha``, ...) names its norm: pairing it with
     another norm would label unmix results ``bn``. Its own presets (``unmix_imagenet`` for
@@ -196,6 +205,15 @@ def check_combination(cfg: DictConfig) -> None:
         raise ValueError(
             f"method={method} is the norm-only preset of norm={method}, so it cannot run with "
             f"norm={norm}; use method=source norm={norm} for that norm alone"
+        )
+    trained_on = SHIPPED_MODELS.get(choices["model"])
+    if trained_on is not None and choices["dataset"] != trained_on:
+        matching = [m for m, d in SHIPPED_MODELS.items() if d == choices["dataset"]]
+        warnings.warn(
+            f"model={choices['model']} was trained for dataset={trained_on}, not "
+            f"dataset={choices['dataset']}: its classes mean something else there"
+            + (f"; use model={matching[0]}" if matching else ""),
+            stacklevel=2,
         )
 
 
