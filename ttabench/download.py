@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import fcntl
 import http.client
 import json
 import os
@@ -43,7 +42,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ttabench.paths import dir_problem
-from ttabench.transfer import TIMEOUT_S, USER_AGENT, Checksum, TransferError, fetch
+from ttabench.transfer import TIMEOUT_S, USER_AGENT, Checksum, TransferError, fetch, hold
 
 RECORD = ".ttabench-download.json"
 ZENODO_RECORDS = "https://zenodo.org/api/records"
@@ -233,13 +232,10 @@ def download(
         locks = base / ".downloads"
         locks.mkdir(parents=True, exist_ok=True)
         with open(locks / f"{item.name}.lock", "w") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise DownloadError(
-                    f"another ttabench download is fetching {item.name} into {base}"
-                ) from None
+            hold(lock, f"another ttabench download is fetching {item.name} into {base}")
             return _download(item, base, mirror, progress, records)
+    except TransferError as exc:
+        raise DownloadError(f"{item.name}: {exc}") from None
     except DownloadError as exc:
         if str(exc).startswith(f"{item.name}: "):
             raise

@@ -55,6 +55,15 @@ class Checksum:
         return f"{self.algorithm} {self.value}"
 
 
+def hold(handle, busy: str) -> None:
+    """An exclusive ``flock`` on the open file ``handle``, or :class:`TransferError` ``busy`` at
+    once (another process holds it; the kernel drops a dead process's lock)."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise TransferError(busy) from None
+
+
 def file_digest(path: Path, algorithm: str) -> str:
     """Hex digest of a file, read in 1 MiB chunks."""
     h = hashlib.new(algorithm)
@@ -97,12 +106,7 @@ def fetch(
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
     with open(part, "ab") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise TransferError(
-                f"{part} is being written by another ttabench download; wait for it to finish"
-            ) from None
+        hold(handle, f"{part} is being written by another ttabench download; wait for it")
         _transfer(url, part, handle, progress)
         algorithm = checksum.algorithm if checksum else "sha256"
         digest = file_digest(part, algorithm)
