@@ -234,11 +234,7 @@ def download(
         with open(locks / f"{item.name}.lock", "w") as lock:
             hold(lock, f"another ttabench download is fetching {item.name} into {base}")
             return _download(item, base, mirror, progress, records)
-    except TransferError as exc:
-        raise DownloadError(f"{item.name}: {exc}") from None
-    except DownloadError as exc:
-        if str(exc).startswith(f"{item.name}: "):
-            raise
+    except (TransferError, DownloadError) as exc:  # one line, named once
         raise DownloadError(f"{item.name}: {exc}") from None
 
 
@@ -267,10 +263,7 @@ def _download(item: Item, base: Path, mirror: str | None, progress: bool, record
     name = urlsplit(item.url).path.rsplit("/", 1)[-1]
     dest = base / ".downloads" / name if item.archive else target
     validate = _check_checkpoint if checksum is None else None
-    try:
-        sha256 = fetch(url, dest, checksum, progress, validate)
-    except TransferError as exc:
-        raise DownloadError(str(exc)) from None
+    sha256 = fetch(url, dest, checksum, progress, validate)
     record = {
         "item": item.name,
         "url": item.url,
