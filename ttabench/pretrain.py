@@ -107,12 +107,13 @@ def splits(data: str, data_seed: int = 0, root=None) -> tuple[tuple, tuple, str]
     return as_tensors[0], as_tensors[1], fingerprint
 
 
-def train(cfg: PretrainConfig, root=None) -> tuple[NormalizedModel, float, float]:
-    """Train from scratch; return the model, its clean test accuracy and the seconds taken."""
+def train(cfg: PretrainConfig, root=None, data=None) -> tuple[NormalizedModel, float, float]:
+    """Train from scratch; return the model, its clean test accuracy and the seconds taken.
+    ``data``: the ``splits`` already read (else they are read here)."""
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True)
     start = time.perf_counter()
-    (x_train, y_train), (x_test, y_test), _ = splits(cfg.data, cfg.data_seed, root)
+    (x_train, y_train), (x_test, y_test), _ = data or splits(cfg.data, cfg.data_seed, root)
     net = build_net(cfg.width, cfg.blocks_per_stage, cfg.norm, int(y_train.max()) + 1)
     model = NormalizedModel(net, INPUT_MEAN, INPUT_STD)
     opt = torch.optim.SGD(
@@ -213,10 +214,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"--{name.replace('_', '-')} must be >= {low}, not {getattr(cfg, name)}"
                 )
         make_dir(Path(out).parent, "--out")
-        fingerprint = splits(cfg.data, cfg.data_seed, root)[2]  # data found and readable
+        data = splits(cfg.data, cfg.data_seed, root)  # found and readable before training
     except (ValueError, OSError, EOFError) as exc:  # before minutes of training are spent
         parser.exit(2, f"ttabench pretrain: error: {exc}\n")
-    model, acc, seconds = train(cfg, root)
-    record = save(model, cfg, acc, seconds, out, argv, fingerprint)
+    model, acc, seconds = train(cfg, root, data)
+    record = save(model, cfg, acc, seconds, out, argv, data[2])
     print(json.dumps(record, indent=2))
     return 0
