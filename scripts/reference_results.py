@@ -34,6 +34,19 @@ x streams {iid, dirichlet (delta 0.1 and 0.01), ptta, mixed_dirichlet} x the thr
 ``dataset.n_per_domain`` images (default 300) of every embedded corruption, into
 ``outputs/reference_memory/runs`` and ``results/memory/`` (block ``memory:begin/end``).
 
+``--grid protocols`` runs the evaluation protocols' grid (issue "Evaluation protocols"): the
+adapting methods {tent, eta, sar, rotta}, then {eata, deyo, lame, roid}, on their default norms
+x protocols {online, episodic, oracle_selection (uses labels), compute_aware} x streams {iid,
+dirichlet (delta 0.1)} x the three seeds, plus the frozen source model and test-batch BN online,
+on ``dataset.n_per_domain`` images (default 1000) of every embedded corruption, into
+``outputs/reference_protocols/runs`` and ``results/protocols/`` (block ``protocols:begin/end``).
+
+``--grid sensitivity`` runs TENT's learning-rate sweep (``+sweep=sensitivity_lr``: 7 values x
+{iid, dirichlet} x 3 seeds) on the 15 test corruptions and on the four held-out ones
+(``HELDOUT``), into ``outputs/reference_sensitivity/{test,heldout}`` and
+``results/sensitivity/``: the sensitivity table, the selection table (held-out corruptions and
+label-free criteria against the best in hindsight) and the sensitivity figure.
+
 Examples:
     python scripts/reference_results.py                  # the full grid: hours on 2 CPU cores
     python scripts/reference_results.py --grid memory --launcher joblib --n-jobs 2
@@ -95,6 +108,20 @@ FASHION = (
 FASHION_STREAMS = ("iid", "dirichlet", "continual")
 FASHION_ORDER = {"method": list(FASHION), "stream": list(FASHION_STREAMS)}
 FASHION_DATA = ("model=fashion_resnet8", "dataset=fashionmnistc")
+# The evaluation protocols' grid (--grid protocols): the four methods the issue names first.
+PROTOCOL_METHODS = (("tent", "eta", "sar", "rotta"), ("eata", "deyo", "lame", "roid"))
+PROTOCOLS = ("online", "episodic", "oracle_selection", "compute_aware")
+PROTOCOL_STREAMS = ("iid", "dirichlet")
+PROTOCOL_ORDER = {
+    "method": ["source", "bn", *(m for block in PROTOCOL_METHODS for m in block)],
+    "protocol": list(PROTOCOLS),
+    "stream": list(PROTOCOL_STREAMS),
+}
+# The sensitivity grid (--grid sensitivity): TENT's learning rate, tested on the 15 corruptions and
+# selected on the four held-out ones that TENT's authors advise tuning on.
+HELDOUT = "dataset.corruptions=[speckle_noise,gaussian_blur,spatter,saturate]"
+SENSITIVITY = ("+sweep=sensitivity_lr", "method=tent")
+SENSITIVITY_KEY = "method.optim.lr"
 COSTS = {  # summary column -> table column
     "forwards_per_sample": "forwards / sample",
     "backwards_per_sample": "backwards / sample",
@@ -151,6 +178,23 @@ def fashion_sweeps(seeds, n_per_domain: int, quick: bool) -> list[list[str]]:
     common = [f"seed={','.join(map(str, seeds))}", *FASHION_DATA]
     common += list(QUICK) if quick else [f"dataset.n_per_domain={n_per_domain}"]
     return [[f"method={','.join(FASHION)}", f"stream={','.join(FASHION_STREAMS)}", *common]]
+
+
+def protocol_sweeps(seeds, n_per_domain: int, quick: bool) -> list[list[str]]:
+    """The baselines (online only), then each block of methods under every protocol."""
+    common = [f"stream={','.join(PROTOCOL_STREAMS)}", f"seed={','.join(map(str, seeds))}"]
+    common += list(QUICK) if quick else [f"dataset.n_per_domain={n_per_domain}"]
+    protocols = f"protocol={','.join(PROTOCOLS)}"
+    blocks = [["method=source,bn", *common]]
+    blocks += [[f"method={','.join(block)}", protocols, *common] for block in PROTOCOL_METHODS]
+    return blocks
+
+
+def sensitivity_sweeps(n_per_domain: int, quick: bool) -> dict[str, list[list[str]]]:
+    """Sweep sub-directory -> its override lists: the test corruptions and the held-out ones."""
+    size = list(QUICK) if quick else [f"dataset.n_per_domain={n_per_domain}"]
+    heldout = [*size[1:], HELDOUT] if quick else [*size, HELDOUT]
+    return {"test": [[*SENSITIVITY, *size]], "heldout": [[*SENSITIVITY, *heldout]]}
 
 
 def write_fashion_tables(runs, out: Path) -> dict[str, str]:
@@ -236,6 +280,43 @@ def write_memory_tables(runs, out: Path) -> dict[str, str]:
     for name, text in texts.items():
         (out / "tables" / name).write_text(text + "\n")
     return texts
+
+
+def write_protocol_tables(runs, out: Path) -> dict[str, str]:
+    """Error by method and protocol per stream, and what each protocol cost, to out/tables/."""
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    texts = {
+        "protocols_streams.md": _markdown(runs, ["method", "protocol"], "stream", PROTOCOL_ORDER),
+        "protocols_costs.md": protocol_cost_table(runs),
+    }
+    for name, text in texts.items():
+        (out / "tables" / name).write_text(text + "\n")
+    return texts
+
+
+def protocol_cost_table(runs) -> str:
+    """Per method and protocol (mean over streams and seeds): forwards and backwards per sample,
+    the share of samples answered without the method, its measured cost ratio, ms per sample."""
+    rows = runs[(runs["domain"] == "all") & (runs["status"] == "complete")].copy()
+    if rows.empty:
+        return "no complete run yet"
+    rows["seconds_per_sample"] = rows["seconds_per_sample"] * 1000
+    columns = {
+        "forwards_per_sample": "forwards / sample",
+        "backwards_per_sample": "backwards / sample",
+        "skipped_fraction": "skipped fraction",
+        "relative_cost": "cost ratio C (adapted batches)",
+        "seconds_per_sample": "ms / sample",
+    }
+    table = rows.groupby(["method", "protocol"])[list(columns)].mean().reset_index()
+    rank = {k: {v: i for i, v in enumerate(PROTOCOL_ORDER[k])} for k in ("method", "protocol")}
+    table = table.sort_values(["method", "protocol"], key=lambda c: c.map(rank[c.name]))
+    caption = (
+        f"Cost per sample by protocol (mean over {len(rows)} complete runs: streams x seeds; "
+        "1 torch thread per run, 2 runs in parallel on 2 CPU cores; compute_aware's C is "
+        "measured: the method's time on a batch over one forward of its current model)"
+    )
+    return f"{caption}\n\n{table.rename(columns=columns).to_markdown(index=False, floatfmt='.3g')}"
 
 
 def cost_table(runs, methods=ADAPTING) -> str:
@@ -360,25 +441,33 @@ def main(argv: list[str] | None = None) -> int:
         "need every run's online.csv, are left as they are)",
     )
     parser.add_argument(
-        "--grid", default="norms", choices=["norms", "methods", "memory", "fashion"]
+        "--grid",
+        default="norms",
+        choices=["norms", "methods", "memory", "fashion", "protocols", "sensitivity"],
     )
     parser.add_argument(
         "--n-per-domain",
         type=int,
-        help="--grid methods / memory / fashion: images per domain [2000 / 300 / 500]",
+        help="--grid methods / memory / fashion / protocols / sensitivity: images per domain "
+        "[2000 / 300 / 500 / 1000 / 1000]",
     )
     args = parser.parse_args(argv)
     if args.reuse is not None and args.grid != "norms":
         parser.error("--reuse applies to the norms grid only")
     methods = args.grid != "norms"
-    args.n_per_domain = args.n_per_domain or {"memory": 300, "fashion": 500}.get(args.grid, 2000)
-    sub = {"norms": "", "methods": "methods", "memory": "memory", "fashion": "fashion"}[args.grid]
+    sizes = {"memory": 300, "fashion": 500, "protocols": 1000, "sensitivity": 1000}
+    args.n_per_domain = args.n_per_domain or sizes.get(args.grid, 2000)
+    sub = "" if args.grid == "norms" else args.grid
     name = f"reference_{sub}" if sub else "reference"
     base = ROOT / "outputs" / (f"{name}_quick" if args.quick else name)
     out = args.out or (base if args.quick else ROOT / "results" / sub)
     sweep_dir = (args.sweep_dir or base / "runs").resolve()
+    if args.grid == "sensitivity":
+        return sensitivity_main(args, base, out)
     if args.grid == "memory":
         grid = memory_sweeps(args.seeds.split(","), args.n_per_domain, args.quick)
+    elif args.grid == "protocols":
+        grid = protocol_sweeps(args.seeds.split(","), args.n_per_domain, args.quick)
     elif args.grid == "fashion":
         grid = fashion_sweeps(args.seeds.split(","), args.n_per_domain, args.quick)
     elif methods:
@@ -407,7 +496,11 @@ def main(argv: list[str] | None = None) -> int:
     rel[columns].to_csv(out / "summaries.csv.gz", index=False, compression=gz)
     command = "python scripts/reference_results.py" + (" --quick" if args.quick else "")
     if methods:
-        writer = {"memory": write_memory_tables, "fashion": write_fashion_tables}
+        writer = {
+            "memory": write_memory_tables,
+            "fashion": write_fashion_tables,
+            "protocols": write_protocol_tables,
+        }
         texts = writer.get(args.grid, write_method_tables)(rel, out)
         command += f" --grid {args.grid} --n-per-domain {args.n_per_domain}"
         if args.seeds != ",".join(map(str, SEEDS)):
@@ -421,6 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         heading, prefix = {
             "memory": ("Memory and teacher methods", "memory_"),
             "fashion": ("Fashion-MNIST-C: the real-image offline benchmark", "fashion_streams"),
+            "protocols": ("Evaluation protocols", "protocols_"),
         }.get(args.grid, ("Adapting methods", "methods_"))
         write_readme(out, texts, [], command, readme, markers, heading, prefix)
         print(next(text for name, text in texts.items() if name.endswith("costs.md")))
@@ -439,6 +533,18 @@ def main(argv: list[str] | None = None) -> int:
             )
         write_readme(out, texts, figures, command, note=note)
     print(f"wrote {out}/summaries.csv.gz, {len(texts)} tables, {len(figures)} figures, README.md")
+    return 0
+
+
+def sensitivity_main(args, base: Path, out: Path) -> int:
+    """Run (unless --skip-runs) the test and held-out sweeps, then write the tables and figure."""
+    dirs = {name: (args.sweep_dir or base) / name for name in ("test", "heldout")}
+    if not args.skip_runs:
+        launcher = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.n_jobs}"]
+        for name, grid in sensitivity_sweeps(args.n_per_domain, args.quick).items():
+            run_sweeps(grid, dirs[name].resolve(), launcher if args.launcher == "joblib" else [],
+                       args.threads)  # fmt: skip
+    print("tables: written by the sensitivity view (ttabench compare --sensitivity)")
     return 0
 
 

@@ -38,6 +38,11 @@ ONLINE_COLUMNS = (
     "backwards",
     "nonfinite_loss",
     "recoveries",
+    "adapted",
+    "selected_step",
+    "relative_cost",
+    "entropy",
+    "snd",
     "seconds",
 )
 STAT_COLUMNS = ("n_classes", "majority_frac", "label_entropy")
@@ -52,13 +57,18 @@ COST_COLUMNS = (
     "recoveries",
 )
 RUN_COST_COLUMNS = ("peak_rss_mb", "cuda_max_mb")
+#: What the evaluation protocol did (share of samples answered without the method; mean cost of
+#: the batches it adapted on, in forwards of the model) and the label-free criteria (means over
+#: batches: :mod:`ttabench.criteria`).
+PROTOCOL_COLUMNS = ("skipped_fraction", "relative_cost")
+CRITERIA_COLUMNS = ("entropy", "snd")
 #: Columns that differ between two identical runs (wall-clock time, memory).
 VOLATILE_COLUMNS = ("seconds", "seconds_per_sample", *RUN_COST_COLUMNS)
 ALL = "all"  # the summary row over every sample of the stream
 
 
 #: ``<group>_params`` columns, expanded by :func:`collect` into ``<group>.<key>`` columns.
-PARAM_GROUPS = ("stream", "norm", "model", "dataset", "method")
+PARAM_GROUPS = ("stream", "norm", "model", "dataset", "method", "protocol")
 
 
 class OnlineLog:
@@ -140,10 +150,11 @@ def summarize(
         lengths = [len(doms) for doms in batch_domains]
         member[np.repeat(np.arange(len(batch_rows)), lengths), np.concatenate(batch_domains)] = 1
     per_batch = {
-        key: np.array([b.get(key, 0) for b in batch_rows], dtype=np.float64)
+        key: np.array([_number(b.get(key, 0)) for b in batch_rows], dtype=np.float64)
         for key in (*STAT_COLUMNS, "nonfinite", "n", "forwards", "backwards", "seconds",
-                    "nonfinite_loss", "recoveries", "step")
+                    "nonfinite_loss", "recoveries", "step", "relative_cost", *CRITERIA_COLUMNS)
     }  # fmt: skip
+    per_batch["adapted"] = np.array([b.get("adapted", 1) for b in batch_rows], dtype=np.float64)
     rows = []
     groups = [([d], domain_names[d], severities[d]) for d in seen]
     groups.append((seen, ALL, _common(severities[d] for d in seen)))
@@ -155,7 +166,8 @@ def summarize(
         for col in STAT_COLUMNS:
             row[col] = float(np.mean(per_batch[col][batches])) if batches.any() else float("nan")
         row["nonfinite"] = int(per_batch["nonfinite"][batches].sum())
-        rows.append(row | _costs({k: v[batches] for k, v in per_batch.items()}) | meta)
+        mine = {k: v[batches] for k, v in per_batch.items()}
+        rows.append(row | _costs(mine) | _protocol(mine) | meta)
     if not rows[:-1]:  # nothing ran: keep a single 'all' row that carries the status
         rows = rows[-1:]
     return pd.DataFrame(rows)
@@ -175,6 +187,26 @@ def _costs(batches: dict[str, np.ndarray]) -> dict[str, Any]:
         "first_nonfinite_loss_step": int(bad[0]) if len(bad) else "",
         "recoveries": int(batches["recoveries"].sum()),
     }
+
+
+def _protocol(batches: dict[str, np.ndarray]) -> dict[str, float]:
+    """Skipped fraction (by samples), mean relative cost of the adapted batches, and the mean
+    label-free criteria over ``batches`` (NaN where nothing was measured)."""
+    n = batches["n"].sum()
+    adapted = batches["adapted"] > 0
+    row = {"skipped_fraction": float(1 - (batches["n"] * adapted).sum() / n) if n else np.nan}
+    row["relative_cost"] = _nanmean(batches["relative_cost"][adapted])
+    return row | {key: _nanmean(batches[key]) for key in CRITERIA_COLUMNS}
+
+
+def _nanmean(values: np.ndarray) -> float:
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if len(values) else float("nan")
+
+
+def _number(value: Any) -> float:
+    """A per-batch value as a float; empty (not measured) is NaN."""
+    return float("nan") if value == "" or value is None else float(value)
 
 
 def _common(values) -> int | str:
@@ -241,7 +273,17 @@ def collect(paths: Iterable[str | Path]) -> pd.DataFrame:
             params = pd.DataFrame([parse_params(t) for t in runs[column]], index=runs.index)
             runs = runs.join(params.add_prefix(f"{group}.").fillna(""))
     numeric = ("n", "correct", "error", "seed", "stream_seed", "batch_size", "nonfinite")
-    for column in (*numeric, *COST_COLUMNS, *RUN_COST_COLUMNS):
+    for column, default in (("protocol", "online"), ("uses_labels", "False")):  # older runs
+        runs[column] = (
+            runs[column].fillna(default).replace("", default) if column in runs else default
+        )
+    for column in (
+        *numeric,
+        *COST_COLUMNS,
+        *RUN_COST_COLUMNS,
+        *PROTOCOL_COLUMNS,
+        *CRITERIA_COLUMNS,
+    ):
         if column in runs:
             runs[column] = pd.to_numeric(runs[column], errors="coerce")
     return runs

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ttabench.config import list_groups
@@ -31,6 +31,7 @@ from ttabench.memory import PeakMemory
 from ttabench.methods.base import MethodContext, TTAMethod
 from ttabench.methods.defaults import apply_dataset_defaults
 from ttabench.paths import make_dir
+from ttabench.protocols import Protocol
 from ttabench.results import OnlineLog, summarize, write_csv_atomic
 from ttabench.resume import RunState, keep_partial, run_state, running_message
 from ttabench.run_keys import flag, run_keys
@@ -39,7 +40,7 @@ from ttabench.signals import interruptible, signal_of
 from ttabench.streams import StreamPlan
 
 log = logging.getLogger(__name__)
-PARTS = ("model", "dataset", "stream", "norm", "method")
+PARTS = ("model", "dataset", "stream", "norm", "method", "protocol")
 
 
 def run(cfg: DictConfig, run_dir: str | Path | None = None) -> pd.DataFrame:
@@ -101,6 +102,7 @@ def _run(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
         }
         memory = PeakMemory(device)  # from here: the model, the method's set-up, the stream
         method = build_method(cfg, int(dataset.num_classes), device)
+        protocol = build_protocol(cfg, method, device)
         loader = BatchLoader(dataset, plan, device, keys.prefetch, keys.channels_last)
     except Exception as exc:  # a configuration error: recorded, then the CLI reports it
         _write_summary(run_dir, None, StreamRecord(), meta | _failed(run_dir, exc))
@@ -112,7 +114,7 @@ def _run(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     status = _status("incomplete", "interrupted")  # until the stream has run to its end
     try:
         with loader:
-            run_stream(method, loader, online, record, keys.progress, keys.amp)
+            run_stream(method, loader, online, record, keys.progress, keys.amp, protocol)
         status = _status("complete", "")
     except Exception as exc:  # recorded, not raised: a sweep goes on with its other runs
         status = _failed(run_dir, exc)
@@ -186,6 +188,24 @@ def build_method(cfg: DictConfig, num_classes: int, device: torch.device | str) 
         raise
 
 
+def build_protocol(cfg: DictConfig, method: TTAMethod, device: torch.device | str) -> Protocol:
+    """The evaluation protocol, started with the method (and, if it answers skipped batches with
+    it, the source model: ``cfg.model`` as loaded, frozen, on the device)."""
+    try:
+        protocol = instantiate(cfg.protocol)
+    except InstantiationException as exc:  # the protocol's own message, without Hydra's
+        if isinstance(exc.__cause__, ValueError):
+            raise exc.__cause__ from None
+        raise
+    source = None
+    if protocol.needs_source_model:
+        source = instantiate(cfg.model).to(device).eval().requires_grad_(False)
+        if flag(cfg, "channels_last"):
+            source = source.to(memory_format=torch.channels_last)
+    protocol.start(method, source)
+    return protocol
+
+
 #: shipped source models -> the dataset preset whose classes they were trained on
 SHIPPED_MODELS = {
     "embedded": "embedded",
@@ -237,6 +257,8 @@ def _meta(cfg: DictConfig, method_defaults: str | None = None) -> dict[str, Any]
         "model_params": _params(cfg.model, skip=("_target_",)),
         "dataset_params": _params(cfg.dataset, skip=("_target_", "name", *NOT_RESULTS_DATASET)),
         "method_params": _params(cfg.method, skip=("_target_",), extra=method_defaults),
+        "protocol_params": _params(cfg.protocol, skip=("_target_",)),
+        "uses_labels": _uses_labels(cfg.protocol),
         "stream_sha256": "",
         "provenance": "",
         **{key: cfg.get(key, False) for key in EXECUTION},  # checked by run_keys
@@ -246,6 +268,15 @@ def _meta(cfg: DictConfig, method_defaults: str | None = None) -> dict[str, Any]
 #: Run keys that choose how the model executes; they may change results in the last digits, so
 #: each is a summary column (and part of a sweep's directory name). All off by default.
 EXECUTION = ("amp", "channels_last", "compile")
+
+
+def _uses_labels(node: DictConfig) -> bool:
+    """Whether the protocol reads the test labels (known from its class, before building it)."""
+    target = str(node.get("_target_", ""))
+    try:
+        return bool(getattr(get_class(target), "uses_labels", False))
+    except Exception:  # noqa: BLE001 (an unknown target fails with a clear error when built)
+        return False
 
 
 def _status(status: str, message: str) -> dict[str, str]:

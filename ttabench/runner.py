@@ -2,8 +2,8 @@
 
 The runner knows nothing of specific methods, datasets or streams: it resets the method where
 the stream says so, takes the batch's images from the loader (floats in [0, 1] on the device,
-read ahead: :mod:`ttabench.loader`), scores ``argmax(method(x))`` and appends one row to
-``online.csv``.
+read ahead: :mod:`ttabench.loader`), lets the evaluation protocol (:mod:`ttabench.protocols`;
+``online``: ``method(x)``) answer it, scores the argmax and appends one row to ``online.csv``.
 Non-finite logits (a diverging method) are counted and scored as wrong, never raised; so is a
 non-finite loss, with the step it happened at. Each row also carries the method's cost: samples
 forwarded and back-propagated, recoveries, and the seconds of its call.
@@ -19,8 +19,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ttabench.criteria import label_free_criteria
 from ttabench.loader import BatchLoader
 from ttabench.methods.base import TTAMethod
+from ttabench.protocols import Online, Protocol
 from ttabench.results import OnlineLog
 from ttabench.streams import batch_label_stats
 
@@ -66,6 +68,7 @@ def run_stream(
     record: StreamRecord,
     progress: bool = True,
     amp: bool = False,
+    protocol: Protocol | None = None,
 ) -> None:
     """Stream ``loader``'s plan through ``method``, appending to ``online`` and ``record``.
 
@@ -73,7 +76,8 @@ def run_stream(
     whole plan at once, images are read ahead by the loader, and the one host synchronisation
     per batch is the copy of the predictions that the log needs. ``amp``: the method runs under
     ``torch.autocast`` in bfloat16 (float32's exponent range, so gradient methods need no loss
-    scaling); logits are scored in float32.
+    scaling); logits are scored in float32. ``protocol``: how each batch reaches the method
+    (default :class:`~ttabench.protocols.Online`); only one with ``uses_labels`` gets them.
     """
     plan = loader.plan
     stream_labels = plan.labels_of(loader.dataset.labels)
@@ -81,15 +85,18 @@ def run_stream(
     total = correct_so_far = 0
     warned = False
     autocast = torch.autocast(loader.device.type, dtype=torch.bfloat16, enabled=amp)
+    protocol = protocol or Online()
     bar = tqdm(loader, total=plan.n_batches, disable=not progress, unit="batch")
     for batch, x in bar:
         step, dom = batch.number, batch.domain_ids
         if batch.reset:
             method.reset()
         y = stream_labels[plan.batch_starts[step] : plan.batch_starts[step + 1]]
+        labels = torch.as_tensor(y, device=x.device) if protocol.uses_labels else None
         start = time.perf_counter()
         with autocast:
-            logits = method(x)
+            answer = protocol(method, x, labels)
+        logits = answer.logits
         pred = predictions(logits)  # syncs the device
         seconds = time.perf_counter() - start
         nonfinite = int((pred < 0).sum())
@@ -116,6 +123,10 @@ def run_stream(
             "n_domains": len(domains),
             "nonfinite": nonfinite,
             **costs,
+            "adapted": int(answer.adapted),
+            "selected_step": answer.selected_step,
+            "relative_cost": "" if answer.relative_cost is None else round(answer.relative_cost, 6),
+            **label_free_criteria(logits),
             "seconds": round(seconds, 6),
         }
         online.write(row)

@@ -35,7 +35,9 @@ from ttabench.data.corruptions.tables import ALL_CORRUPTIONS
 from ttabench.progress import PART
 from ttabench.results import ALL, PARAM_GROUPS
 
-CHOICES = ("model", "dataset", "stream", "norm", "method")
+CHOICES = ("model", "dataset", "stream", "norm", "method", "protocol")
+#: appended to the protocol of results chosen with the test labels (``uses_labels``)
+LABELS_MARK = " [uses labels]"
 SEEDS = ("seed", "stream_seed")
 # Knobs of these groups that repeat run keys with columns of their own (norm unmix: seed=${seed},
 # batch_size=${stream.batch_size}): not configuration keys. dataset.seed is one (the noise seed).
@@ -112,6 +114,7 @@ def build(
     if data.empty:
         raise ValueError("no complete run matches")
     asked, rows = list(rows), list(rows)
+    notes = mark_labelled(data)
     for key in [*CHOICES, "batch_size", "severity", PART]:
         if key in data and key not in [*rows, column] and _varies(data, [*rows, column], key):
             rows.append(key)
@@ -122,7 +125,6 @@ def build(
     for key in [c for c in data if _is_knob(c) and c.split(".")[0] not in sort]:
         if key not in [*rows, column] and _varies(data, [*rows, column], key):
             rows.append(key)
-    notes = []
     if rows != asked:
         notes.append(
             f"rows also split by {', '.join(rows[len(asked) :])}: it varies among the runs"
@@ -141,6 +143,21 @@ def build(
         table.sets = list(dict.fromkeys(data["set"]))
         table.cross = _cross_flags(data, [*rows, column])
     return table
+
+
+def mark_labelled(data: pd.DataFrame) -> list[str]:
+    """Label the protocol of runs that chose states with the test labels (in place), so no
+    table shows them as online results; return the note saying so (none if no such run)."""
+    if "uses_labels" not in data or "protocol" not in data:
+        return []
+    labelled = data["uses_labels"].astype(str) == "True"
+    if not labelled.any():
+        return []
+    data.loc[labelled, "protocol"] = data.loc[labelled, "protocol"].astype(str) + LABELS_MARK
+    names = ", ".join(sorted(set(data.loc[labelled, "protocol"])))
+    return [
+        f"{names}: chosen per batch with the test labels (an upper bound, not an online result)"
+    ]
 
 
 def side_by_side(a: pd.DataFrame, b: pd.DataFrame, labels: Sequence[str], **kw) -> Table:

@@ -56,6 +56,18 @@ class MethodRandom:
         for generator in self._device.values():
             generator.manual_seed(self.seed + 1)
 
+    def get_state(self) -> dict[str, torch.Tensor]:
+        """Where every stream is now (for a method's snapshot)."""
+        return {"host": self.host.get_state()} | {
+            key: generator.get_state() for key, generator in self._device.items()
+        }
+
+    def set_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.host.set_state(state["host"])
+        for key, value in state.items():
+            if key != "host":
+                self.on(key).set_state(value)
+
 
 class CoTTAAugment:
     """One random CoTTA view of a batch (B, C, H, W) of floats in [0, 1].

@@ -21,7 +21,9 @@ One base class for every method, gradient-free or not, with or without memories 
   samples the loss is over (EATA's efficiency table counts backwards of selected samples only).
   A non-finite loss is noted without a host sync; ``pop_costs`` is read by the runner after its
   own sync.
-- Extra state lives in buffers (restored with the state dict) or is cleared in ``reset_state``.
+- Extra state lives in buffers (restored with the state dict) or in Python attributes named in
+  ``state_attributes`` (memory banks, running values), cleared in ``reset_state``. ``snapshot``
+  and ``restore`` carry all of it, so an evaluation protocol can try steps and go back.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import torch
 from torch import nn
 
 from ttabench.methods.augment import MethodRandom
+from ttabench.norms.base import statistics_frozen
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -79,6 +82,10 @@ class TTAMethod(nn.Module):
             ``trainable`` returns parameters.
         steps: Adaptation steps per batch (``forward_and_adapt`` calls; official default 1).
     """
+
+    #: Python attributes that are learned state (memories, moving values held as floats): copied
+    #: by :meth:`snapshot`. Everything else a method learns lives in buffers and parameters.
+    state_attributes: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -143,6 +150,45 @@ class TTAMethod(nn.Module):
             self.optimizer.load_state_dict(copy.deepcopy(self._initial_optimizer))
         self.random.reseed()
         self.reset_state()
+
+    def prediction_model(self) -> nn.Module:
+        """The network whose output is the method's prediction (mean-teacher methods: the
+        teacher)."""
+        return self.model
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """The current state's prediction for ``x`` without adapting on it: no step, no norm
+        statistics moved (what answers a batch the method is too busy for, Alfarra et al.'s
+        ``model.model``)."""
+        net = self.prediction_model()
+        with statistics_frozen(net):
+            return net(x)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the method has learned so far (weights, statistics, optimizer moments,
+        memories, random streams), for :meth:`restore`; costs are not part of it."""
+        shared = self._shared_objects()
+        return {
+            "module": copy.deepcopy(self.state_dict()),
+            "optimizer": copy.deepcopy(self.optimizer_state()),
+            "random": self.random.get_state(),
+            "python": copy.deepcopy({a: getattr(self, a) for a in self.state_attributes}, shared),
+        }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Go back to ``snapshot`` (which stays usable: it can be restored again)."""
+        self.load_state_dict(snapshot["module"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(copy.deepcopy(snapshot["optimizer"]))
+        self.random.set_state(snapshot["random"])
+        for name, value in copy.deepcopy(snapshot["python"], self._shared_objects()).items():
+            setattr(self, name, value)
+
+    def _shared_objects(self) -> dict[int, Any]:
+        """Objects a memory refers to but does not own (the method's random generator): a
+        deepcopy memo that keeps them shared instead of copied."""
+        return {id(self.random.host): self.random.host}
 
     def pop_costs(self) -> dict[str, int]:
         """Forwarded and back-propagated samples, non-finite losses and recoveries (a method
@@ -225,9 +271,10 @@ def knob(
     kind: type = float,
     low: float = float("-inf"),
     high: float | None = None,
+    group: str = "method",
 ) -> Any:
     """``value`` as ``kind`` (float or int) within [low, high], or one clear line naming
-    ``method.<key>`` (values come from YAML or the command line, so may be strings)."""
+    ``<group>.<key>`` (values come from YAML or the command line, so may be strings)."""
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -235,8 +282,8 @@ def knob(
     bad = number is None or math.isnan(number) or isinstance(value, bool)
     if bad or (kind is int and not number.is_integer()):
         what = "an integer" if kind is int else "a number"
-        raise ValueError(f"method.{key} must be {what}, got {value!r}")
+        raise ValueError(f"{group}.{key} must be {what}, got {value!r}")
     if number < low or (high is not None and number > high):
         bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"method.{key} must be {bounds}, got {value!r}")
+        raise ValueError(f"{group}.{key} must be {bounds}, got {value!r}")
     return kind(number)

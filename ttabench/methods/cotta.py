@@ -75,6 +75,9 @@ class CoTTA(TTAMethod):
             raise ValueError("method=cotta trains weights and biases, but the model has none")
         return found
 
+    def prediction_model(self) -> nn.Module:
+        return self.teacher
+
     def prepare(self) -> None:
         self.teacher = self.frozen_copy()
         self.anchor = self.frozen_copy()

@@ -111,6 +111,8 @@ class NOTE(TTAMethod):
         predict: ``sample`` (official) or ``batch`` (UnMix-TNS's ``note.py``).
     """
 
+    state_attributes = ("memory", "seen")
+
     def __init__(
         self,
         model: nn.Module,

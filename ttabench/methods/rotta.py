@@ -122,6 +122,8 @@ class RoTTA(TTAMethod):
         lambda_u: weight of uncertainty in the eviction score (official 1).
     """
 
+    state_attributes = ("memory", "seen")
+
     def __init__(
         self,
         model: nn.Module,
@@ -145,6 +147,9 @@ class RoTTA(TTAMethod):
 
     def trainable(self) -> list[tuple[str, nn.Parameter]]:
         return norm_affine(self.model, "rotta")
+
+    def prediction_model(self) -> nn.Module:
+        return self.teacher
 
     def prepare(self) -> None:
         self.teacher = self.frozen_copy()

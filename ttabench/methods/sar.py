@@ -52,6 +52,8 @@ class SAR(TTAMethod):
         frozen: module-name patterns whose affine parameters stay frozen.
     """
 
+    state_attributes = ("loss_ema",)
+
     def __init__(
         self,
         model: nn.Module,
