@@ -120,7 +120,7 @@ PROTOCOL_ORDER = {
 # The sensitivity grid (--grid sensitivity): TENT's learning rate, tested on the 15 corruptions and
 # selected on the four held-out ones that TENT's authors advise tuning on.
 HELDOUT = "dataset.corruptions=[speckle_noise,gaussian_blur,spatter,saturate]"
-SENSITIVITY = ("+sweep=sensitivity_lr", "method=tent")
+SENSITIVITY = ("+sweep=sensitivity_lr", "method=tent", "consistency=true")
 SENSITIVITY_KEY = "method.optim.lr"
 COSTS = {  # summary column -> table column
     "forwards_per_sample": "forwards / sample",

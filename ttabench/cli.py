@@ -227,7 +227,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ttabench: error: unknown command {argv[0]!r}; valid: {', '.join(COMMANDS)}",
               file=sys.stderr)  # fmt: skip
         return 2
-    return command(argv[1:])
+    try:
+        return command(argv[1:])
+    except BrokenPipeError:  # `ttabench compare ... | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second one at exit
+        return 141  # 128 + SIGPIPE, as a shell reports a command killed by it
 
 
 if __name__ == "__main__":

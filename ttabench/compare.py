@@ -7,6 +7,8 @@ difference. Only complete runs are tabulated; incomplete and failed runs are lis
 and cells whose runs saw different streams are flagged instead of averaged (the rules are in
 :mod:`ttabench.tables`). ``--format csv`` writes the tidy cells (one line per cell) instead.
 ``--parts P`` tabulates error by part of each domain visit (:mod:`ttabench.progress`).
+``--sensitivity KEY`` tabulates error against one swept knob, with the default, the best in
+hindsight and label-free or held-out selections (:mod:`ttabench.sensitivity`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pandas as pd
 
 from ttabench.progress import PART, by_part
 from ttabench.results import ALL, collect
+from ttabench.sensitivity import sensitivity_table
 from ttabench.tables import CHOICES, Table, build, select, side_by_side
 
 FORMATS = ("table", "markdown", "latex", "csv")
@@ -29,7 +32,8 @@ EXAMPLES = """examples:
   ttabench compare outputs/sweeps/grid --rows method,stream --columns delta --where batch_size=64
   ttabench compare outputs/new --against results/summaries.csv.gz --labels new,ref
   ttabench compare results/summaries.csv.gz --format latex --order method=source,bn
-  ttabench compare outputs/sweeps/grid --parts 4 --rows method,stream  # by domain quarter"""
+  ttabench compare outputs/sweeps/grid --parts 4 --rows method,stream  # by domain quarter
+  ttabench compare outputs/sens/test --sensitivity method.optim.lr --heldout outputs/sens/heldout"""
 
 
 def cell_text(mean: float, std: float, n: int, flag: str, digits: int, full: int) -> str:
@@ -159,6 +163,15 @@ def _parser() -> argparse.ArgumentParser:
         help="error by part of each domain: cut every domain visit's batches into P equal "
         "parts and tabulate part 1..P (key `part`; reads each run's online.csv)",
     )
+    add(
+        "--sensitivity",
+        metavar="KEY",
+        help="error against the swept knob KEY (e.g. method.optim.lr) per --rows configuration "
+        "[rows method,stream], with the default, the best in hindsight and the values chosen "
+        "by label-free criteria",
+    )
+    add("--heldout", nargs="+", type=Path, metavar="DIR", help="--sensitivity: the same sweep "
+        "on held-out data; adds the value chosen there")  # fmt: skip
     return parser
 
 
@@ -173,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         spec = {"rows": args.rows.split(","), "column": column, "domain": args.domain}
         found = collect(args.dirs)
         runs = select(_rows(found, args.parts), where)
+        if args.heldout and not args.sensitivity:
+            raise ValueError("--heldout goes with --sensitivity KEY")
+        if args.sensitivity:
+            return _sensitivity(args, runs, select(found, where), order)
         if args.against:
             other_found = collect(args.against)
             other = select(_rows(other_found, args.parts), where)
@@ -204,6 +221,34 @@ def main(argv: list[str] | None = None) -> int:
         print()
     for note in notes:
         print(f"{prefix}{'- ' if args.format == 'markdown' else ''}{note}")
+    return 0
+
+
+def _sensitivity(args, runs: pd.DataFrame, found: pd.DataFrame, order: dict) -> int:
+    """Print the sensitivity table (``--sensitivity KEY``); errors as the other tables'."""
+    try:
+        if args.against or args.parts is not None or args.format == "latex":
+            raise ValueError("--sensitivity goes without --against, --parts and --format latex")
+        rows = args.rows.split(",") if args.rows != "method" else ["method", "stream"]
+        heldout = (
+            select(collect(args.heldout), key_values(args.where, "--where"))
+            if args.heldout
+            else None
+        )
+        table, notes = sensitivity_table(runs, args.sensitivity, rows, heldout, order, args.digits)
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) else exc
+        print(f"ttabench compare: error: {message}", file=sys.stderr)
+        return 2
+    if args.format == "csv":
+        print(table.to_csv(index=False), end="")
+    else:
+        style = "pipe" if args.format == "markdown" else "simple"
+        print(f"Error % (mean ± std over seeds) against {args.sensitivity}; domain: all\n")
+        print(table.to_markdown(index=False, tablefmt=style, disable_numparse=True))
+    bullet = "- " if args.format == "markdown" else ""
+    for note in [*notes, *unfinished(found)]:
+        print(f"{bullet}{note}", file=sys.stderr if args.format == "csv" else sys.stdout)
     return 0
 
 

@@ -28,7 +28,8 @@ from matplotlib.figure import Figure
 from ttabench.compare import key_values
 from ttabench.paths import make_dir
 from ttabench.results import ALL, collect, domain_visits
-from ttabench.tables import configurations, order_of, select
+from ttabench.sensitivity import default_value, fixed_choices
+from ttabench.tables import configurations, order_of, resolve_key, select
 
 KINDS = ("online", "delta", "corruption")
 SHORT = {
@@ -190,7 +191,45 @@ def _bar_order(group: pd.DataFrame) -> list[str]:
     return [bar for _, _, bar in keyed]
 
 
-PLOTS = {"online": plot_online, "delta": plot_delta, "corruption": plot_corruptions}
+def plot_sensitivity(runs: pd.DataFrame, line: str = "method", order=(), key: str | None = None):
+    """One figure per configuration swept over ``key`` (>= 2 values): error vs the value per
+    ``line`` value (mean +- std over seeds), the lowest error of each line starred (the best in
+    hindsight) and the config's default dashed: how much a tuned number owes to tuning."""
+    if not key:
+        raise ValueError("--kind sensitivity needs --x KEY, the swept knob (e.g. optim.lr)")
+    key = resolve_key(runs, key)
+    data, keys, _ = configurations(runs[runs["domain"] == ALL], keep=[key])
+    colors = _colors(data, line, order)
+    for title, group in _figures(data, [k for k in keys if k != key], line):
+        xs = pd.to_numeric(group[key], errors="coerce")
+        if xs.nunique() < 2:
+            continue
+        fig, ax = _axes((6.5, 4.5))
+        for value, rows in _lines(group, line, order):
+            stats = _over_seeds(rows, [key])
+            stats = stats.assign(x=pd.to_numeric(stats[key], errors="coerce")).sort_values("x")
+            color = colors[value]
+            ax.errorbar(stats["x"], stats["mean"], yerr=stats["std"].fillna(0), color=color,
+                        marker="o", ms=4, capsize=3, label=_legend(value, rows))  # fmt: skip
+            best = stats.loc[stats["mean"].idxmin()]
+            ax.plot(best["x"], best["mean"], marker="*", ms=14, color=color, mec="k", ls="")
+        default = _as_float(default_value(key, fixed_choices(group)))
+        if pd.notna(default):
+            ax.axvline(default, ls="--", color="0.4", lw=1, label=f"default ({default:g})")
+        positive = xs.dropna()
+        if (positive > 0).all() and positive.max() / positive.min() >= 10:
+            ax.set_xscale("log")
+        ax.set(xlabel=f"{key} (star: lowest error = best in hindsight)", ylabel="error %")
+        _finish(fig, ax, title, f"error vs {key}")
+        yield f"sensitivity_{key.rsplit('.', 1)[-1]}{_slug(title)}", fig
+
+
+PLOTS = {
+    "online": plot_online,
+    "delta": plot_delta,
+    "corruption": plot_corruptions,
+    "sensitivity": plot_sensitivity,
+}
 
 
 def _figures(data: pd.DataFrame, keys: list[str], line: str):
@@ -220,6 +259,13 @@ def _lines(group: pd.DataFrame, line: str, order):
     """(value, its runs) per ``line`` value, in table order."""
     for value in order_of(group[line].drop_duplicates(), line, order):
         yield value, group[group[line] == value]
+
+
+def _as_float(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def _over_seeds(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
@@ -273,22 +319,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories")
     parser.add_argument("--out", type=Path, default=Path("outputs/figures"), help="PNG folder")
-    parser.add_argument("--kind", default=",".join(KINDS), help=f"any of {','.join(KINDS)}")
+    kinds = f"any of {','.join(PLOTS)} [{','.join(KINDS)}]"
+    parser.add_argument("--kind", default=",".join(KINDS), help=kinds)
     parser.add_argument("--lines", default="method", help="one line (bar) per value [method]")
     parser.add_argument("--where", action="append", default=[], metavar="KEY=V[,V]")
     parser.add_argument("--order", default="", metavar="V,V", help="line values listed first")
     parser.add_argument("--window", type=int, help="online: samples per moving accuracy")
+    parser.add_argument("--x", metavar="KEY", help="sensitivity: the swept knob (optim.lr)")
     args = parser.parse_args(argv)
     kinds = args.kind.split(",")
     try:
-        unknown = set(kinds) - set(KINDS)
+        unknown = set(kinds) - set(PLOTS)
         if unknown:
-            raise ValueError(f"--kind {sorted(unknown)}: valid: {', '.join(KINDS)}")
+            raise ValueError(f"--kind {sorted(unknown)}: valid: {', '.join(PLOTS)}")
+        if "sensitivity" in kinds and not args.x:
+            raise ValueError("--kind sensitivity needs --x KEY, the swept knob (e.g. optim.lr)")
         runs = select(collect(args.dirs), key_values(args.where, "--where"))
         runs = runs.assign(error=pd.to_numeric(runs["error"], errors="coerce"))
         if not (runs["status"] == "complete").any():
             after = f" matching --where {' '.join(args.where)}" if args.where else ""
             raise ValueError(f"no complete run to plot{after}")
+        if "sensitivity" in kinds:
+            resolve_key(runs, args.x)  # an unknown key: the list of valid ones, before drawing
         if args.window is not None and args.window < 1:
             raise ValueError(f"--window must be >= 1 (samples), not {args.window}")
         make_dir(args.out, "--out")
@@ -301,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     order = [v for v in args.order.split(",") if v]
     for kind in kinds:
         extra = {"window": args.window} if kind == "online" else {}
+        extra = {"key": args.x} if kind == "sensitivity" else extra
         try:
             paths = write(PLOTS[kind](runs, args.lines, order=order, **extra), args.out)
         except FileNotFoundError as exc:  # online.csv of a run listed in a combined table

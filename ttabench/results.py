@@ -43,6 +43,7 @@ ONLINE_COLUMNS = (
     "relative_cost",
     "entropy",
     "snd",
+    "consistency",
     "seconds",
 )
 STAT_COLUMNS = ("n_classes", "majority_frac", "label_entropy")
@@ -61,7 +62,7 @@ RUN_COST_COLUMNS = ("peak_rss_mb", "cuda_max_mb")
 #: the batches it adapted on, in forwards of the model) and the label-free criteria (means over
 #: batches: :mod:`ttabench.criteria`).
 PROTOCOL_COLUMNS = ("skipped_fraction", "relative_cost")
-CRITERIA_COLUMNS = ("entropy", "snd")
+CRITERIA_COLUMNS = ("entropy", "snd", "consistency")
 #: Columns that differ between two identical runs (wall-clock time, memory).
 VOLATILE_COLUMNS = ("seconds", "seconds_per_sample", *RUN_COST_COLUMNS)
 ALL = "all"  # the summary row over every sample of the stream

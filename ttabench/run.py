@@ -114,7 +114,9 @@ def _run(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     status = _status("incomplete", "interrupted")  # until the stream has run to its end
     try:
         with loader:
-            run_stream(method, loader, online, record, keys.progress, keys.amp, protocol)
+            run_stream(
+                method, loader, online, record, keys.progress, keys.amp, protocol, keys.consistency
+            )
         status = _status("complete", "")
     except Exception as exc:  # recorded, not raised: a sweep goes on with its other runs
         status = _failed(run_dir, exc)

@@ -28,6 +28,7 @@ class RunKeys:
     amp: bool
     channels_last: bool
     compile: bool
+    consistency: bool
 
 
 def run_keys(cfg: DictConfig) -> RunKeys:
@@ -44,6 +45,7 @@ def run_keys(cfg: DictConfig) -> RunKeys:
         amp=flag(cfg, "amp", False),
         channels_last=flag(cfg, "channels_last", False),
         compile=flag(cfg, "compile", False),
+        consistency=flag(cfg, "consistency", False),
     )
 
 

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from ttabench.criteria import label_free_criteria
 from ttabench.loader import BatchLoader
+from ttabench.methods.augment import CoTTAAugment, MethodRandom
 from ttabench.methods.base import TTAMethod
 from ttabench.protocols import Online, Protocol
 from ttabench.results import OnlineLog
@@ -69,6 +70,7 @@ def run_stream(
     progress: bool = True,
     amp: bool = False,
     protocol: Protocol | None = None,
+    consistency: bool = False,
 ) -> None:
     """Stream ``loader``'s plan through ``method``, appending to ``online`` and ``record``.
 
@@ -78,6 +80,8 @@ def run_stream(
     ``torch.autocast`` in bfloat16 (float32's exponent range, so gradient methods need no loss
     scaling); logits are scored in float32. ``protocol``: how each batch reaches the method
     (default :class:`~ttabench.protocols.Online`); only one with ``uses_labels`` gets them.
+    ``consistency``: also forward a soft CoTTA view of every batch through the current state
+    (not timed, not counted as the method's) for the consistency criterion.
     """
     plan = loader.plan
     stream_labels = plan.labels_of(loader.dataset.labels)
@@ -86,6 +90,9 @@ def run_stream(
     warned = False
     autocast = torch.autocast(loader.device.type, dtype=torch.bfloat16, enabled=amp)
     protocol = protocol or Online()
+    view = (
+        CoTTAAugment(MethodRandom(method.context.seed + 7919), soft=True) if consistency else None
+    )
     bar = tqdm(loader, total=plan.n_batches, disable=not progress, unit="batch")
     for batch, x in bar:
         step, dom = batch.number, batch.domain_ids
@@ -101,6 +108,11 @@ def run_stream(
         seconds = time.perf_counter() - start
         nonfinite = int((pred < 0).sum())
         costs = method.pop_costs()  # after the sync above: reads settled device scalars
+        view_logits = None
+        if view is not None:
+            with autocast:
+                view_logits = method.predict(view(x))
+            method.pop_costs()  # the criterion's forward is not the method's
         if (nonfinite or costs["nonfinite_loss"]) and not warned:
             what = "logits" if nonfinite else "loss"
             log.warning("non-finite %s at step %d: the method diverges; run goes on", what, step)
@@ -126,7 +138,7 @@ def run_stream(
             "adapted": int(answer.adapted),
             "selected_step": answer.selected_step,
             "relative_cost": "" if answer.relative_cost is None else round(answer.relative_cost, 6),
-            **label_free_criteria(logits),
+            **label_free_criteria(logits, view_logits),
             "seconds": round(seconds, 6),
         }
         online.write(row)

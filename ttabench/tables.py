@@ -96,8 +96,10 @@ def build(
     column: str,
     domain: str = ALL,
     order: Mapping[str, Sequence[str]] | None = None,
+    value: str = "error",
 ) -> Table:
-    """The cells of an error table over the complete runs of ``runs``.
+    """The cells of an error table over the complete runs of ``runs`` (``value``: another
+    numeric summary column to average instead, e.g. a label-free criterion).
 
     ``runs`` may carry a ``set`` column (two result sets: see :func:`side_by_side`). Unless
     ``domain`` is a row or column key, only the summary rows of ``domain`` (``all``) are used.
@@ -129,7 +131,7 @@ def build(
         notes.append(
             f"rows also split by {', '.join(rows[len(asked) :])}: it varies among the runs"
         )
-    cells, flagged = _cells(data, [*rows, column, *(["set"] if "set" in data else [])])
+    cells, flagged = _cells(data, [*rows, column, *(["set"] if "set" in data else [])], value)
     if flagged:
         notes.append(
             f"{FLAG}: runs of one configuration with the same stream_seed saw different streams "
@@ -249,13 +251,15 @@ def _refine(data: pd.DataFrame, group: str, axes: list[str]) -> tuple[pd.Series,
     return label, sort
 
 
-def _cells(data: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, list[str]]:
-    """Mean/std over seed pairs per cell; flag cells whose stream check fails."""
-    data = data.assign(error=pd.to_numeric(data["error"], errors="coerce"))
+def _cells(
+    data: pd.DataFrame, keys: list[str], value: str = "error"
+) -> tuple[pd.DataFrame, list[str]]:
+    """Mean/std of ``value`` over seed pairs per cell; flag cells whose stream check fails."""
+    data = data.assign(**{value: pd.to_numeric(data[value], errors="coerce")})
     out, flagged = [], []
     for key, cell in data.groupby(keys, sort=False, dropna=False):
         shas = cell.groupby("stream_seed", dropna=False)["stream_sha256"].nunique()
-        per_seed = cell.groupby(list(SEEDS), dropna=False)["error"].mean()
+        per_seed = cell.groupby(list(SEEDS), dropna=False)[value].mean()
         row = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
         row |= {"mean": per_seed.mean(), "std": per_seed.std(ddof=1), "n": len(per_seed)}
         row["flag"] = FLAG if (shas > 1).any() else ""

@@ -77,6 +77,8 @@ class CoTTAAugment:
         padding_mode: ``edge`` (CoTTA, RoTTA) or ``reflect`` (ROID).
         blur_and_noise: CoTTA's blur and Gaussian noise (off for ROID).
         noise_std: std of the additive noise (official 0.005).
+        soft: CoTTA's ``get_tta_transforms(soft=True)`` ranges (milder jitter, rotation, scale
+            and blur), as Cygert et al.'s consistency criterion uses.
     """
 
     BRIGHTNESS, CONTRAST, SATURATION, HUE, GAMMA = (
@@ -87,6 +89,16 @@ class CoTTAAugment:
         (0.7, 1.3),
     )
     DEGREES, TRANSLATE, SCALE, BLUR_SIGMA = 15.0, 1 / 16, (0.9, 1.1), (0.001, 0.5)
+    SOFT = {
+        "BRIGHTNESS": (0.8, 1.2),
+        "CONTRAST": (0.85, 1.15),
+        "SATURATION": (0.75, 1.25),
+        "HUE": (-0.03, 0.03),
+        "GAMMA": (0.85, 1.15),
+        "DEGREES": 8.0,
+        "SCALE": (0.95, 1.05),
+        "BLUR_SIGMA": (0.001, 0.25),
+    }
 
     def __init__(
         self,
@@ -94,7 +106,11 @@ class CoTTAAugment:
         padding_mode: str = "edge",
         blur_and_noise: bool = True,
         noise_std: float = 0.005,
+        soft: bool = False,
     ) -> None:
+        if soft:
+            for name, value in self.SOFT.items():
+                setattr(self, name, value)
         self.random, self.padding_mode = random, padding_mode
         self.blur_and_noise, self.noise_std = bool(blur_and_noise), float(noise_std)
 
