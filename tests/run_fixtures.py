@@ -33,19 +33,24 @@ def write_run(
     n: int = 256,
     online: bool = False,
     model_params: str = "checkpoint=None;pretrained=True",
+    norm: str | None = None,
+    method_params: str = "",
+    extra: dict | None = None,
 ) -> Path:
-    """One run directory under ``root``; returns it. ``errors``: domain -> error %."""
+    """One run directory under ``root``; returns it. ``errors``: domain -> error %; ``extra``:
+    more summary columns (criteria, protocol) on every row."""
     stream_seed = seed if stream_seed is None else stream_seed
     errors = errors or {d: 10.0 + i for i, d in enumerate(DOMAINS)}
     name = f"method={method},seed={seed},stream={stream},delta={delta},bs={batch_size}"
-    run_dir = root / f"{name},ss={stream_seed},m={zlib.crc32(model_params.encode())}"
+    tag = zlib.crc32((model_params + method_params).encode())
+    run_dir = root / f"{name},ss={stream_seed},m={tag}"
     run_dir.mkdir(parents=True)
     meta = {
         "nonfinite": 0,
         "model": "embedded",
         "dataset": "embedded",
         "stream": stream,
-        "norm": method if method != "source" else "source",
+        "norm": norm or method,
         "method": method,
         "seed": seed,
         "stream_seed": stream_seed,
@@ -55,6 +60,7 @@ def write_run(
         ),
         "norm_params": f"seed={seed};batch_size={batch_size}" if method == "unmix" else "",
         "model_params": model_params,
+        "method_params": method_params,
         "stream_sha256": sha or f"sha-{stream}-{delta}-{batch_size}-{stream_seed}",
         "provenance": "source=embedded;seed=0",
         "status": status,
@@ -76,7 +82,8 @@ def write_run(
         }
     )
     stats = {"n_classes": 10, "majority_frac": 0.2, "label_entropy": 2.2}
-    pd.DataFrame([r | stats | meta for r in rows]).to_csv(run_dir / "summary.csv", index=False)
+    rows = [r | stats | meta | (extra or {}) for r in rows]
+    pd.DataFrame(rows).to_csv(run_dir / "summary.csv", index=False)
     if online:
         write_online(run_dir, errors, n, batch_size, seed)
     return run_dir

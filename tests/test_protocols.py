@@ -122,7 +122,9 @@ class Stub(TTAMethod):
         return -x
 
 
-@pytest.mark.parametrize(("cost", "eta"), [(1.0, 1.0), (2.0, 1.0), (2.5, 1.0), (3.0, 0.5), (0.5, 1.0)])
+@pytest.mark.parametrize(
+    ("cost", "eta"), [(1.0, 1.0), (2.0, 1.0), (2.5, 1.0), (3.0, 0.5), (0.5, 1.0)]
+)
 def test_compute_aware_skips_what_a_fixed_cost_predicts(cost, eta):
     protocol, method = ComputeAware(cost=cost, eta=eta), Stub(1)
     protocol.start(method)
@@ -144,7 +146,9 @@ def test_compute_aware_counts_passes_per_batch():
 def test_compute_aware_rejects_bad_knobs():
     with pytest.raises(ValueError, match="protocol.cost must be measured, passes or a number"):
         ComputeAware(cost="fast")
-    with pytest.raises(ValueError, match="protocol.skipped='old' is unknown; valid: latest, source"):
+    with pytest.raises(
+        ValueError, match="protocol.skipped='old' is unknown; valid: latest, source"
+    ):
         ComputeAware(skipped="old")
 
 
@@ -176,3 +180,36 @@ def test_oracle_run_is_marked_as_using_labels(tmp_path):
     assert summary["uses_labels"].all() and summary["protocol"].eq("oracle_selection").all()
     assert set(online["selected_step"]) <= {1, 2}
     assert (online["forwards"] == 3 * online["n"]).all(), "n_steps + 1 calls per batch"
+
+
+def test_tables_mark_results_chosen_with_labels(tmp_path):
+    from ttabench.results import collect
+    from ttabench.tables import LABELS_MARK, build
+
+    run(compose_run("method=tent"), tmp_path / "online")
+    run(compose_run("method=tent", "protocol=oracle_selection", "protocol.n_steps=2"),
+        tmp_path / "oracle")  # fmt: skip
+    table = build(collect([tmp_path]), rows=["method", "protocol"], column="stream")
+    assert set(table.cells["protocol"]) == {"online", "oracle_selection" + LABELS_MARK}
+    assert any("with the test labels" in note for note in table.notes)
+
+
+def test_older_runs_read_as_online_and_resume_without_a_rerun(tmp_path):
+    import yaml
+
+    from ttabench.results import collect
+
+    run(compose_run(), tmp_path)
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    summary.drop(columns=["protocol", "protocol_params", "uses_labels"]).to_csv(
+        tmp_path / "summary.csv", index=False
+    )  # as written before protocols existed
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    del config["protocol"], config["consistency"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    runs = collect([tmp_path])
+    assert set(runs["protocol"]) == {"online"} and set(runs["uses_labels"]) == {"False"}
+    again = run(compose_run(), tmp_path)  # the same configuration: skipped, not redone
+    assert "protocol" not in again.columns
+    with pytest.raises(ValueError, match=r"another configuration \(.*protocol"):
+        run(compose_run("protocol=episodic"), tmp_path)

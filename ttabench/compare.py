@@ -182,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--digits must be >= 0, not {args.digits}")
         where, order = key_values(args.where, "--where"), key_values(args.order, "--order")
         parted = args.parts is not None
+        if args.sensitivity and (args.against or parted or args.format == "latex"):
+            raise ValueError("--sensitivity goes without --against, --parts and --format latex")
         column = args.columns or (PART if parted else "domain")
         spec = {"rows": args.rows.split(","), "column": column, "domain": args.domain}
         found = collect(args.dirs)
@@ -227,8 +229,6 @@ def main(argv: list[str] | None = None) -> int:
 def _sensitivity(args, runs: pd.DataFrame, found: pd.DataFrame, order: dict) -> int:
     """Print the sensitivity table (``--sensitivity KEY``); errors as the other tables'."""
     try:
-        if args.against or args.parts is not None or args.format == "latex":
-            raise ValueError("--sensitivity goes without --against, --parts and --format latex")
         rows = args.rows.split(",") if args.rows != "method" else ["method", "stream"]
         heldout = (
             select(collect(args.heldout), key_values(args.where, "--where"))

@@ -354,6 +354,11 @@ NOT_RESULTS_DATASET = ("cache_dir", "workers")
 NOT_RESULTS = ("device", "prefetch", "progress", "resume", "save_predictions", "threads")
 
 
+#: Keys added after results were first written, with the value every older run had: a complete
+#: run whose config.yaml lacks them is the same configuration as a new one at these values.
+ADDED_KEYS = {"protocol._target_": "ttabench.protocols.Online", "consistency": False}
+
+
 def _check_same_config(run_dir: Path, own: DictConfig) -> None:
     """A complete run directory is only skipped for the configuration that made it: rerunning a
     sweep after a change of defaults or overrides must not return stale results as new ones."""
@@ -367,7 +372,7 @@ def _check_same_config(run_dir: Path, own: DictConfig) -> None:
         for k in before.keys() | now.keys()
         if k.split(".")[0] not in NOT_RESULTS
         and not (k.startswith("dataset.") and k[len("dataset.") :] in NOT_RESULTS_DATASET)
-        and before.get(k) != now.get(k)
+        and before.get(k, ADDED_KEYS.get(k)) != now.get(k)
     )
     if changed:
         raise ValueError(
