@@ -48,7 +48,7 @@ pretrain: $(STAMP) ## retrain the shipped embedded model (writes ttabench/models
 clean: ## remove run outputs and caches (not the venv)
 	rm -rf outputs build *.egg-info .pytest_cache .ruff_cache
 
-.PHONY: reference reference-quick reference-methods reference-memory reference-fashion
+.PHONY: reference reference-quick reference-methods reference-memory reference-fashion reference-protocols reference-sensitivity
 reference: $(STAMP) ## regenerate results/ (reference grid: hours on 2 CPU cores; rerun to resume)
 	$(PY) scripts/reference_results.py --launcher joblib --n-jobs 2
 
@@ -60,6 +60,12 @@ reference-memory: $(STAMP) ## the memory/teacher methods' grid into results/memo
 
 reference-fashion: $(STAMP) ## Fashion-MNIST-C: every method x iid/dirichlet/continual into results/fashion/ (needs dataset-fashion-mnist)
 	$(PY) scripts/reference_results.py --grid fashion --launcher joblib --n-jobs 2
+
+reference-protocols: $(STAMP) ## methods x protocols (online, episodic, oracle_selection, compute_aware) into results/protocols/ (rerun to resume)
+	$(PY) scripts/reference_results.py --grid protocols --launcher joblib --n-jobs 2
+
+reference-sensitivity: $(STAMP) ## TENT's learning-rate sweep, test and held-out corruptions, into results/sensitivity/
+	$(PY) scripts/reference_results.py --grid sensitivity --launcher joblib --n-jobs 2
 
 pretrain-iabn: $(STAMP) ## retrain the embedded model's IABN twin (for NOTE's official protocol)
 	$(VENV)/bin/ttabench pretrain --norm iabn --out ttabench/models/weights/embedded_resnet8_iabn.pt

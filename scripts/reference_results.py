@@ -74,6 +74,7 @@ import pandas as pd  # noqa: E402
 from ttabench import plot  # noqa: E402
 from ttabench.compare import caption, render, unfinished  # noqa: E402
 from ttabench.results import collect  # noqa: E402
+from ttabench.sensitivity import sensitivity_table  # noqa: E402
 from ttabench.tables import build, select  # noqa: E402
 
 METHODS = ("source", "bn", "alpha", "ema", "rbn", "unmix")
@@ -537,14 +538,45 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def sensitivity_main(args, base: Path, out: Path) -> int:
-    """Run (unless --skip-runs) the test and held-out sweeps, then write the tables and figure."""
-    dirs = {name: (args.sweep_dir or base) / name for name in ("test", "heldout")}
+    """Run (unless --skip-runs) the test and held-out sweeps, then write the summaries, the
+    sensitivity table and the figure to ``out`` and its block of results/README.md."""
+    dirs = {name: ((args.sweep_dir or base) / name).resolve() for name in ("test", "heldout")}
     if not args.skip_runs:
         launcher = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.n_jobs}"]
+        launcher = launcher if args.launcher == "joblib" else []
         for name, grid in sensitivity_sweeps(args.n_per_domain, args.quick).items():
-            run_sweeps(grid, dirs[name].resolve(), launcher if args.launcher == "joblib" else [],
-                       args.threads)  # fmt: skip
-    print("tables: written by the sensitivity view (ttabench compare --sensitivity)")
+            run_sweeps(grid, dirs[name], launcher, args.threads)
+    found = {name: collect([d]) for name, d in dirs.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    gz = {"method": "gzip", "mtime": 0}
+    for name, runs in found.items():
+        rel = runs.assign(run_dir=[str(Path(d).relative_to(dirs[name])) for d in runs["run_dir"]])
+        columns = [c for c in rel.columns if "." not in c]
+        file = "summaries.csv.gz" if name == "test" else f"summaries_{name}.csv.gz"
+        rel[columns].to_csv(out / file, index=False, compression=gz)
+    table, notes = sensitivity_table(found["test"], SENSITIVITY_KEY, heldout=found["heldout"])
+    caption = (
+        f"TENT: error % (mean ± std over seeds) against {SENSITIVITY_KEY}, on the 15 test "
+        "corruptions; held-out: the same sweep on speckle_noise, gaussian_blur, spatter, saturate"
+    )
+    bullets = "".join(f"\n- {n}" for n in [*notes, *unfinished(found["test"])])
+    text = f"{caption}\n\n{table.to_markdown(index=False, disable_numparse=True)}\n{bullets}"
+    (out / "tables").mkdir(exist_ok=True)
+    (out / "tables" / "sensitivity_lr.md").write_text(text + "\n")
+    figures = out / "figures"
+    for old in figures.glob("*.png"):
+        old.unlink()
+    paths = plot.write(
+        plot.plot_sensitivity(found["test"], line="stream", key=SENSITIVITY_KEY), figures
+    )
+    command = "python scripts/reference_results.py --grid sensitivity"
+    command += f" --n-per-domain {args.n_per_domain}" + (" --quick" if args.quick else "")
+    readme = out / "README.md" if (args.quick or args.out is not None) else out.parent / "README.md"
+    markers = ("<!-- sensitivity:begin -->", "<!-- sensitivity:end -->")
+    heading = "Hyperparameter sensitivity and selection"
+    write_readme(out, {"sensitivity_lr.md": text}, paths, command, readme, markers, heading,
+                 "sensitivity_lr")  # fmt: skip
+    print(text)
     return 0
 
 

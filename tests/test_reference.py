@@ -57,3 +57,41 @@ def test_quick_pipeline_writes_tables_figures_and_readme(tmp_path):
     again = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and again.stdout.count("is complete; skipping") == 18
     assert (out / "tables" / "streams_bs64.md").read_text() == table
+
+
+def test_protocol_and_sensitivity_grids_are_the_documented_ones():
+    ref = load_script("reference_results")
+    grid = ref.protocol_sweeps(["2020", "2021", "2022"], 1000, quick=False)
+    # baselines online: 2 x 2 streams x 3 seeds; each block: 4 methods x 4 protocols x 2 x 3
+    assert [n_runs(g) for g in grid] == [12, 96, 96]
+    assert grid[1][0] == "method=tent,eta,sar,rotta" and "protocol=" not in " ".join(grid[0])
+    sweeps = ref.sensitivity_sweeps(1000, quick=False)
+    assert ref.HELDOUT in sweeps["heldout"][0] and ref.HELDOUT not in sweeps["test"][0]
+    for overrides in [
+        *ref.protocol_sweeps(["1"], 0, True),
+        *ref.sensitivity_sweeps(0, True)["heldout"],
+    ]:
+        keys = [o.split("=", 1)[0] for o in overrides]
+        assert len(keys) == len(set(keys))
+
+
+def test_sensitivity_outputs_from_existing_runs(tmp_path):
+    from .run_fixtures import write_run
+
+    ref = load_script("reference_results")
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    for split, shift in (("test", 0.0), ("heldout", 5.0)):
+        for stream in ("iid", "dirichlet"):
+            for i, lr in enumerate(("0.0001", "0.001", "0.01")):
+                for seed in (2020, 2021):
+                    error = 10.0 + 5 * abs(i - 1) + shift + seed - 2020
+                    write_run(runs / split, method="tent", norm="bn", stream=stream, seed=seed,
+                              errors={"fog": error}, method_params=f"optim.lr={lr}",
+                              extra={"entropy": 1.0 - i / 4})  # fmt: skip
+    argv = ["--grid", "sensitivity", "--skip-runs", "--sweep-dir", str(runs), "--out", str(out)]
+    assert ref.main(argv) == 0
+    table = (out / "tables" / "sensitivity_lr.md").read_text()
+    assert "| tent     | dirichlet" in table and "0.001: 10.5" in table and "held-out" in table
+    assert [p.name for p in (out / "figures").glob("*.png")]
+    assert "sensitivity:begin" in (out / "README.md").read_text()
+    assert (out / "summaries_heldout.csv.gz").exists()

@@ -61,6 +61,10 @@ def _run(argv: list[str]) -> int:
     @hydra.main(config_path=str(config_dir()), config_name="run", version_base="1.3")
     def task(cfg: DictConfig) -> None:
         started.append(True)
+        if HydraConfig.get().mode == RunMode.RUN and HydraConfig.get().sweeper.get("params"):
+            print("ttabench run: error: a sweep preset (+sweep=...) sweeps its values only "
+                  "under -m: ttabench run -m +sweep=...", file=sys.stderr)  # fmt: skip
+            sys.exit(2)
         try:
             summary = run(cfg)
         except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: recorded by run(); one line

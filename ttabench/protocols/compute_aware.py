@@ -41,7 +41,9 @@ class ComputeAware(Protocol):
     def __init__(self, cost: str | float = "measured", eta: float = 1.0, skipped: str = "latest"):
         if cost not in COSTS:
             try:
-                cost = knob(cost, "cost", low=1e-9, group="protocol")
+                cost = knob(cost, "cost", low=0.0, group="protocol")
+                if cost == 0:
+                    raise ValueError
             except ValueError:
                 raise ValueError(
                     f"protocol.cost must be {', '.join(COSTS)} or a number > 0, got {cost!r}"
@@ -51,7 +53,9 @@ class ComputeAware(Protocol):
                 f"protocol.skipped={skipped!r} is unknown; valid: {', '.join(SKIPPED)}"
             )
         self.cost, self.skipped = cost, skipped
-        self.eta = knob(eta, "eta", low=1e-9, group="protocol")
+        self.eta = knob(eta, "eta", low=0.0, group="protocol")
+        if self.eta == 0:
+            raise ValueError("protocol.eta must be > 0 (batches per forward of the model), got 0")
         self.needs_source_model = skipped == "source"
         self.busy_for = 0  # batches still to arrive while the method is busy
         self.source_model: nn.Module | None = None
