@@ -37,7 +37,8 @@ x streams {iid, dirichlet (delta 0.1 and 0.01), ptta, mixed_dirichlet} x the thr
 ``--grid protocols`` runs the evaluation protocols' grid (issue "Evaluation protocols"): the
 adapting methods {tent, eta, sar, rotta}, then {eata, deyo, lame, roid}, on their default norms
 x protocols {online, episodic, oracle_selection (uses labels), compute_aware} x streams {iid,
-dirichlet (delta 0.1)} x the three seeds, plus the frozen source model and test-batch BN online,
+dirichlet (delta 0.1)} x the three seeds (the first four also under ``compute_aware`` with
+``protocol.cost=passes``), plus the frozen source model and test-batch BN online,
 on ``dataset.n_per_domain`` images (default 1000) of every embedded corruption, into
 ``outputs/reference_protocols/runs`` and ``results/protocols/`` (block ``protocols:begin/end``).
 
@@ -186,9 +187,14 @@ def protocol_sweeps(seeds, n_per_domain: int, quick: bool) -> list[list[str]]:
     common = [f"stream={','.join(PROTOCOL_STREAMS)}", f"seed={','.join(map(str, seeds))}"]
     common += list(QUICK) if quick else [f"dataset.n_per_domain={n_per_domain}"]
     protocols = f"protocol={','.join(PROTOCOLS)}"
-    blocks = [["method=source,bn", *common]]
-    blocks += [[f"method={','.join(block)}", protocols, *common] for block in PROTOCOL_METHODS]
-    return blocks
+    first, then = (f"method={','.join(block)}" for block in PROTOCOL_METHODS)
+    passes = ["protocol=compute_aware", "protocol.cost=passes"]  # machine-independent C
+    return [
+        ["method=source,bn", *common],
+        [first, protocols, *common],
+        [first, *passes, *common],
+        [then, protocols, *common],
+    ]
 
 
 def sensitivity_sweeps(n_per_domain: int, quick: bool) -> dict[str, list[list[str]]]:

@@ -17,7 +17,12 @@ from ttabench.data.base import CorruptionDataset
 
 from .conftest import compose_run
 
-OPTIONS = [(group, option) for group, options in list_groups().items() for option in options]
+OPTIONS = [  # sweep presets are added with +sweep= and set no part: tests/test_sensitivity.py
+    (group, option)
+    for group, options in list_groups().items()
+    if group != "sweep"
+    for option in options
+]
 REAL_DATA = {"dataset": {"embedded"}, "model": {"embedded"}}  # others need files on disk
 
 

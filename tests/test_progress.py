@@ -9,7 +9,15 @@ import pytest
 
 from ttabench.compare import main
 from ttabench.progress import by_part
-from ttabench.results import COST_COLUMNS, ONLINE_COLUMNS, ROW_COLUMNS, collect, summarize
+from ttabench.results import (
+    COST_COLUMNS,
+    CRITERIA_COLUMNS,
+    ONLINE_COLUMNS,
+    PROTOCOL_COLUMNS,
+    ROW_COLUMNS,
+    collect,
+    summarize,
+)
 
 from .run_fixtures import write_run
 
@@ -130,7 +138,8 @@ def test_the_per_row_columns_dropped_are_those_summarize_writes_per_row():
         [np.array([0, 0])],
         {"method": "bn"},
     )
-    assert list(frame.columns) == [*ROW_COLUMNS, *COST_COLUMNS, "method"]
+    per_row = [*ROW_COLUMNS, *COST_COLUMNS, *PROTOCOL_COLUMNS, *CRITERIA_COLUMNS]
+    assert list(frame.columns) == [*per_row, "method"]
 
 
 @pytest.mark.parametrize("case", ["combined csv", "no online.csv", "zero parts"])

@@ -22,7 +22,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ttabench.results import ALL, COST_COLUMNS, ROW_COLUMNS, RUN_COST_COLUMNS, domain_visits
+from ttabench.results import (
+    ALL,
+    COST_COLUMNS,
+    CRITERIA_COLUMNS,
+    PROTOCOL_COLUMNS,
+    ROW_COLUMNS,
+    RUN_COST_COLUMNS,
+    domain_visits,
+)
 
 PART = "part"
 _DIRECTORIES = "give run or sweep directories, not a combined CSV such as results/summaries.csv.gz"
@@ -67,6 +75,6 @@ def _parts(run_dir: Path, config: pd.Series, parts: int) -> pd.DataFrame:
     overall = online.groupby(PART)[counts].sum().assign(domain=ALL, severity=config["severity"])
     rows = pd.concat([per_domain.reset_index(), overall.reset_index()], ignore_index=True)
     rows["error"] = 100.0 * (1.0 - rows["correct"] / rows["n"])
-    per_row = (*ROW_COLUMNS, *COST_COLUMNS, *RUN_COST_COLUMNS)
+    per_row = (*ROW_COLUMNS, *COST_COLUMNS, *PROTOCOL_COLUMNS, *CRITERIA_COLUMNS, *RUN_COST_COLUMNS)
     shared = config.drop([c for c in per_row if c in config.index])
     return rows.assign(**shared.to_dict())
