@@ -62,9 +62,10 @@ def test_quick_pipeline_writes_tables_figures_and_readme(tmp_path):
 def test_protocol_and_sensitivity_grids_are_the_documented_ones():
     ref = load_script("reference_results")
     grid = ref.protocol_sweeps(["2020", "2021", "2022"], 1000, quick=False)
-    # baselines online: 2 x 2 streams x 3 seeds; each block: 4 methods x 4 protocols x 2 x 3;
-    # the first block once more under compute_aware with the machine-independent cost
-    assert [n_runs(g) for g in grid] == [12, 96, 24, 96]
+    # baselines online: 2 x 2 streams x 3 seeds; each block: 4 methods x 3 protocols x 2 x 3,
+    # then the oracle (4 x 2 x 3); the first block also under compute_aware at cost=passes
+    assert [n_runs(g) for g in grid] == [12, 72, 24, 24, 72, 24]
+    assert f"protocol.n_steps={ref.ORACLE_STEPS}" in grid[3] and "protocol.cost=passes" in grid[2]
     assert grid[1][0] == "method=tent,eta,sar,rotta" and "protocol=" not in " ".join(grid[0])
     sweeps = ref.sensitivity_sweeps(1000, quick=False)
     assert ref.HELDOUT in sweeps["heldout"][0] and ref.HELDOUT not in sweeps["test"][0]

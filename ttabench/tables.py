@@ -285,7 +285,7 @@ def _order(values: pd.Series, key: str, explicit: Sequence[str], sort: dict | No
     def rank_of(v):
         number = _number(base(v))
         return (
-            first.get(base(v), len(first)),
+            first.get(base(v), first.get(str(base(v)).removesuffix(LABELS_MARK), len(first))),
             isinstance(number, str),
             number,
             sort[v][1] if sort else (),
