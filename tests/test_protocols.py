@@ -213,3 +213,15 @@ def test_older_runs_read_as_online_and_resume_without_a_rerun(tmp_path):
     assert "protocol" not in again.columns
     with pytest.raises(ValueError, match=r"another configuration \(.*protocol"):
         run(compose_run("protocol=episodic"), tmp_path)
+
+
+def test_compute_aware_can_answer_skipped_batches_with_the_source_model(tmp_path):
+    overrides = ["protocol=compute_aware", "protocol.cost=2", "protocol.skipped=source"]
+    run(compose_run("method=tent", *overrides, "save_predictions=true"), tmp_path / "aware")
+    run(compose_run("method=source", "norm=source", "save_predictions=true"), tmp_path / "source")
+    online = pd.read_csv(tmp_path / "aware" / "online.csv")
+    aware, source = (pd.read_csv(tmp_path / d / "predictions.csv") for d in ("aware", "source"))
+    skipped = np.repeat(online["adapted"].to_numpy() == 0, online["n"].to_numpy())
+    assert skipped.any() and (~skipped).any()
+    assert (aware["pred"][skipped] == source["pred"][skipped]).all()
+    assert (aware["pred"][~skipped] != source["pred"][~skipped]).any()
