@@ -44,14 +44,22 @@ def test_entropy_and_consistency_by_hand():
     logits = torch.tensor([[2.0, 0.0], [0.0, 0.0], [float("nan"), 1.0]])
     p = logits[:2].softmax(1)
     entropy = float(-(p * p.log()).sum(1).mean())
-    found = label_free_criteria(logits)
+    found = label_free_criteria(logits.log_softmax(1))
     assert found["entropy"] == pytest.approx(entropy, abs=1e-6)  # the NaN row left out
     assert math.isnan(found["consistency"])
     view = torch.tensor([[0.0, 2.0], [0.0, 0.0], [0.0, 0.0]])
     q = view[:2].softmax(1)
     kl = float((p * (p.log() - q.log())).sum(1).mean())
-    assert label_free_criteria(logits, view)["consistency"] == pytest.approx(kl, abs=1e-6)
-    assert label_free_criteria(logits, logits)["consistency"] == pytest.approx(0.0, abs=1e-6)
+    pair = (logits.log_softmax(1), view.log_softmax(1))
+    assert label_free_criteria(pair[0], pair)["consistency"] == pytest.approx(kl, abs=1e-6)
+    same = (pair[0], pair[0])
+    assert label_free_criteria(pair[0], same)["consistency"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_criteria_stay_finite_for_confident_outputs():
+    huge = torch.tensor([[1e38, 0.0, -1e38], [0.0, 1e38, 0.0]]).log_softmax(1)
+    found = label_free_criteria(huge, (huge, huge))
+    assert found["entropy"] == 0.0 and found["consistency"] == 0.0 and found["snd"] >= 0
 
 
 def test_consistency_costs_the_method_nothing_and_changes_no_result(tmp_path):

@@ -82,6 +82,10 @@ def test_compare_cli_prints_the_sensitivity_table(tmp_path, capsys):
         (["--sensitivity", "no_such_knob"], "unknown key 'no_such_knob'; valid:"),
         (["--heldout", "x"], "--heldout goes with --sensitivity KEY"),
         (["--sensitivity", "optim.lr", "--parts", "2"], "--sensitivity goes without"),
+        (["--sensitivity", "optim.lr", "--columns", "stream"], "--sensitivity goes without"),
+        (["--sensitivity", "error"], "--sensitivity error: not a knob of any config group"),
+        (["--sensitivity", "seed"], "not a knob of any config group; valid: method.optim.lr"),
+        (["--sensitivity", "steps"], "method.steps has one value among the complete runs"),
     ],
 )
 def test_compare_sensitivity_bad_input_is_one_line(tmp_path, capsys, argv, message):
@@ -116,3 +120,27 @@ def test_sweep_presets_sweep_their_knob_over_two_streams_and_three_seeds(preset,
     params = cfg.hydra.sweeper.params
     assert len(str(params[key]).split(",")) >= 5
     assert params["stream"] == "iid,dirichlet" and params["seed"] == "2020,2021,2022"
+
+
+def test_text_valued_and_missing_values_sort_after_numbers(tmp_path):
+    root = sweep(tmp_path / "test", TEST)
+    write_run(root, method="tent", norm="bn", stream="iid", seed=1, errors={"fog": 99.0},
+              method_params="optim.lr=None;steps=1")  # fmt: skip
+    table, _ = sensitivity_table(collect([root]), "optim.lr")
+    assert [c for c in table.columns if c.startswith("lr=")][-1] == "lr=None"
+
+
+def test_heldout_runs_of_other_configurations_are_noted_not_matched(tmp_path):
+    runs = collect([sweep(tmp_path / "test", TEST)])
+    held_root = sweep(tmp_path / "held", HELD, criteria=False)
+    write_run(held_root, method="tent", norm="bn", stream="iid", seed=1, errors={"fog": 1.0},
+              method_params="optim.lr=0.001;steps=2")  # fmt: skip
+    table, notes = sensitivity_table(runs, "optim.lr", heldout=collect([held_root]))
+    assert (table["held-out"] == "").all()  # "tent (steps=1)" there, "tent" here: no match
+    assert "held-out: no held-out runs for 2 row(s)" in notes
+
+
+def test_plot_says_when_no_key_has_two_numeric_values(tmp_path, capsys):
+    root = sweep(tmp_path / "test", {"iid": TEST["iid"]})
+    assert plot([str(root), "--kind", "sensitivity", "--x", "steps", "--out", str(tmp_path)]) == 0
+    assert "sensitivity: skipped: no configuration was run at two" in capsys.readouterr().err

@@ -182,8 +182,11 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--digits must be >= 0, not {args.digits}")
         where, order = key_values(args.where, "--where"), key_values(args.order, "--order")
         parted = args.parts is not None
-        if args.sensitivity and (args.against or parted or args.format == "latex"):
-            raise ValueError("--sensitivity goes without --against, --parts and --format latex")
+        if args.sensitivity and (args.against or parted or args.columns or args.format == "latex"):
+            raise ValueError(
+                "--sensitivity goes without --against, --parts, --columns (its columns are "
+                "the values of KEY) and --format latex"
+            )
         column = args.columns or (PART if parted else "domain")
         spec = {"rows": args.rows.split(","), "column": column, "domain": args.domain}
         found = collect(args.dirs)
@@ -235,7 +238,9 @@ def _sensitivity(args, runs: pd.DataFrame, found: pd.DataFrame, order: dict) -> 
             if args.heldout
             else None
         )
-        table, notes = sensitivity_table(runs, args.sensitivity, rows, heldout, order, args.digits)
+        table, notes = sensitivity_table(
+            runs, args.sensitivity, rows, heldout, order, args.digits, args.domain
+        )
     except (FileNotFoundError, KeyError, ValueError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) else exc
         print(f"ttabench compare: error: {message}", file=sys.stderr)
@@ -244,7 +249,9 @@ def _sensitivity(args, runs: pd.DataFrame, found: pd.DataFrame, order: dict) -> 
         print(table.to_csv(index=False), end="")
     else:
         style = "pipe" if args.format == "markdown" else "simple"
-        print(f"Error % (mean ± std over seeds) against {args.sensitivity}; domain: all\n")
+        print(
+            f"Error % (mean ± std over seeds) against {args.sensitivity}; domain: {args.domain}\n"
+        )
         print(table.to_markdown(index=False, tablefmt=style, disable_numparse=True))
     bullet = "- " if args.format == "markdown" else ""
     for note in [*notes, *unfinished(found)]:

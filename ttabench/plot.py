@@ -28,8 +28,8 @@ from matplotlib.figure import Figure
 from ttabench.compare import key_values
 from ttabench.paths import make_dir
 from ttabench.results import ALL, collect, domain_visits
-from ttabench.sensitivity import default_value, fixed_choices
-from ttabench.tables import configurations, order_of, resolve_key, select
+from ttabench.sensitivity import default_value, fixed_choices, swept_key
+from ttabench.tables import configurations, order_of, select
 
 KINDS = ("online", "delta", "corruption")
 SHORT = {
@@ -197,7 +197,7 @@ def plot_sensitivity(runs: pd.DataFrame, line: str = "method", order=(), key: st
     hindsight) and the config's default dashed: how much a tuned number owes to tuning."""
     if not key:
         raise ValueError("--kind sensitivity needs --x KEY, the swept knob (e.g. optim.lr)")
-    key = resolve_key(runs, key)
+    key = swept_key(runs, key)
     data, keys, _ = configurations(runs[runs["domain"] == ALL], keep=[key])
     colors = _colors(data, line, order)
     for title, group in _figures(data, [k for k in keys if k != key], line):
@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
             after = f" matching --where {' '.join(args.where)}" if args.where else ""
             raise ValueError(f"no complete run to plot{after}")
         if "sensitivity" in kinds:
-            resolve_key(runs, args.x)  # an unknown key: the list of valid ones, before drawing
+            swept_key(runs, args.x)  # not a knob: the list of valid ones, before drawing
         if args.window is not None and args.window < 1:
             raise ValueError(f"--window must be >= 1 (samples), not {args.window}")
         make_dir(args.out, "--out")
@@ -368,4 +368,7 @@ def main(argv: list[str] | None = None) -> int:
                 "delta: skipped: no configuration was run at two or more stream.delta values",
                 file=sys.stderr,
             )
+        if not paths and kind == "sensitivity":
+            print(f"sensitivity: skipped: no configuration was run at two or more numeric "
+                  f"values of {args.x}", file=sys.stderr)  # fmt: skip
     return 0

@@ -80,8 +80,8 @@ def run_stream(
     ``torch.autocast`` in bfloat16 (float32's exponent range, so gradient methods need no loss
     scaling); logits are scored in float32. ``protocol``: how each batch reaches the method
     (default :class:`~ttabench.protocols.Online`); only one with ``uses_labels`` gets them.
-    ``consistency``: also forward a soft CoTTA view of every batch through the current state
-    (not timed, not counted as the method's) for the consistency criterion.
+    ``consistency``: also forward the batch and a soft CoTTA view of it through the state the
+    batch left (not timed, not counted as the method's) for the consistency criterion.
     """
     plan = loader.plan
     stream_labels = plan.labels_of(loader.dataset.labels)
@@ -98,6 +98,7 @@ def run_stream(
         step, dom = batch.number, batch.domain_ids
         if batch.reset:
             method.reset()
+            protocol.reset()
         y = stream_labels[plan.batch_starts[step] : plan.batch_starts[step + 1]]
         labels = torch.as_tensor(y, device=x.device) if protocol.uses_labels else None
         start = time.perf_counter()
@@ -105,14 +106,14 @@ def run_stream(
             answer = protocol(method, x, labels)
         logits = answer.logits
         pred = predictions(logits)  # syncs the device
-        seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start - answer.overhead_seconds
         nonfinite = int((pred < 0).sum())
         costs = method.pop_costs()  # after the sync above: reads settled device scalars
-        view_logits = None
+        pair = None
         if view is not None:
             with autocast:
-                view_logits = method.predict(view(x))
-            method.pop_costs()  # the criterion's forward is not the method's
+                pair = tuple(method.log_probabilities(method.predict(v)) for v in (x, view(x)))
+            method.pop_costs()  # the criterion's forwards are not the method's
         if (nonfinite or costs["nonfinite_loss"]) and not warned:
             what = "logits" if nonfinite else "loss"
             log.warning("non-finite %s at step %d: the method diverges; run goes on", what, step)
@@ -138,7 +139,7 @@ def run_stream(
             "adapted": int(answer.adapted),
             "selected_step": answer.selected_step,
             "relative_cost": "" if answer.relative_cost is None else round(answer.relative_cost, 6),
-            **label_free_criteria(logits, view_logits),
+            **label_free_criteria(method.log_probabilities(logits), pair),
             "seconds": round(seconds, 6),
         }
         online.write(row)

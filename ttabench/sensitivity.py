@@ -30,9 +30,16 @@ from omegaconf import OmegaConf
 from ttabench.config import config_dir
 from ttabench.criteria import CRITERIA
 from ttabench.methods.defaults import apply_dataset_defaults
-from ttabench.tables import build, resolve_key
+from ttabench.results import ALL
+from ttabench.tables import build, is_knob, resolve_key
 
-DEFAULT_PARTS = ("model", "dataset", "norm", "method")  # what a knob's default depends on
+DEFAULT_PARTS = (
+    "model",
+    "dataset",
+    "norm",
+    "method",
+    "protocol",
+)  # what a knob's default depends on
 BEST, DEFAULT, OPTIMISM, HELDOUT = "best in hindsight", "default", "optimism", "held-out"
 
 
@@ -43,18 +50,34 @@ def sensitivity_table(
     heldout: pd.DataFrame | None = None,
     order: Mapping[str, Sequence[str]] | None = None,
     digits: int = 1,
+    domain: str = ALL,
 ) -> tuple[pd.DataFrame, list[str]]:
     """The sensitivity table of ``key`` (display strings, one row per configuration) and its
     notes. ``heldout``: runs of the same sweep on held-out data (a ``held-out`` column)."""
-    key = resolve_key(runs, key)
-    test = build(runs, rows=list(rows), column=key, order=order)
+    key = swept_key(runs, key)
+    test = build(runs, rows=list(rows), column=key, domain=domain, order=order)
     rows = test.rows  # build adds the configuration keys that vary
     means = _means(test.cells, rows, key)
+    if means.shape[1] < 2:
+        raise ValueError(
+            f"{key} has one value among the complete runs: nothing to compare (sweep it, e.g. "
+            "ttabench run -m +sweep=sensitivity_lr)"
+        )
     values = [v for v in test.order[key] if v in means.columns]
     selections: dict[str, pd.Series] = {}
+    notes_extra: list[str] = []
     if heldout is not None:
-        held = build(heldout, rows=list(rows), column=resolve_key(heldout, key), order=order)
+        held = build(heldout, rows=list(rows), column=swept_key(heldout, key), order=order)
+        if held.rows != rows:
+            extra = sorted(set(held.rows) ^ set(rows))
+            raise ValueError(
+                f"the held-out runs do not match the test runs: {', '.join(extra)} varies in "
+                "one set only (run the same sweep on the held-out data)"
+            )
         selections[HELDOUT] = _argbest(_means(held.cells, rows, key), larger=False)
+        unmatched = means.index.difference(selections[HELDOUT].index)
+        if len(unmatched):
+            notes_extra.append(f"{HELDOUT}: no held-out runs for {len(unmatched)} row(s)")
     for name, larger_is_better in CRITERIA.items():
         if name in runs and pd.to_numeric(runs[name], errors="coerce").notna().any():
             scores = build(runs, list(rows), key, order=order, value=name).cells
@@ -72,7 +95,7 @@ def sensitivity_table(
         out[name] = [
             _pick(means, r, pick.get(r), digits, regret_to=best.get(r)) for r in means.index
         ]
-    notes = [*test.notes]
+    notes = [*test.notes, *notes_extra]
     notes.append(
         f"{DEFAULT}: the config's value for the dataset; {BEST}: the lowest test error (chosen "
         f"with the test labels); {OPTIMISM} = {DEFAULT} - {BEST}"
@@ -96,7 +119,12 @@ def _means(cells: pd.DataFrame, rows: list[str], key: str) -> pd.DataFrame:
     """Cell means (flagged cells left out) as configurations x values of ``key``."""
     clean = cells[cells["flag"] == ""]
     frame = clean.set_index([*rows, key])["mean"].unstack(key)
-    return frame.reindex(columns=sorted(frame.columns, key=_as_number))
+    return frame.reindex(columns=sorted(frame.columns, key=_numbers_first))
+
+
+def _numbers_first(value) -> tuple[bool, float | str]:
+    number = _as_number(value)
+    return (isinstance(number, str), number if isinstance(number, float) else str(number))
 
 
 def _argbest(frame: pd.DataFrame, larger: bool) -> pd.Series:
@@ -147,6 +175,18 @@ def _explain(name: str) -> str:
     if name == HELDOUT:
         return f"{HELDOUT}: lowest error on the held-out runs"
     return f"{name}: {'highest' if CRITERIA[name] else 'lowest'} mean {name} on the test stream"
+
+
+def swept_key(runs: pd.DataFrame, name: str) -> str:
+    """The knob ``name`` as a column of ``runs`` (``optim.lr``: ``method.optim.lr``); a result
+    column or a seed is no hyperparameter and is refused with the valid keys."""
+    key = resolve_key(runs, name)
+    if not (is_knob(key) or key == "batch_size"):
+        knobs = sorted(c for c in runs.columns if is_knob(c))
+        raise ValueError(
+            f"--sensitivity {name}: not a knob of any config group; valid: {', '.join(knobs)}"
+        )
+    return key
 
 
 def _defaults(runs: pd.DataFrame, rows: list[str], index: pd.Index, key: str) -> dict:

@@ -124,7 +124,7 @@ def build(
     for group in PARAM_GROUPS:
         if group in [*rows, column]:
             data[group], sort[group] = _refine(data, group, [*rows, column])
-    for key in [c for c in data if _is_knob(c) and c.split(".")[0] not in sort]:
+    for key in [c for c in data if is_knob(c) and c.split(".")[0] not in sort]:
         if key not in [*rows, column] and _varies(data, [*rows, column], key):
             rows.append(key)
     if rows != asked:
@@ -157,9 +157,7 @@ def mark_labelled(data: pd.DataFrame) -> list[str]:
         return []
     data.loc[labelled, "protocol"] = data.loc[labelled, "protocol"].astype(str) + LABELS_MARK
     names = ", ".join(sorted(set(data.loc[labelled, "protocol"])))
-    return [
-        f"{names}: chosen per batch with the test labels (an upper bound, not an online result)"
-    ]
+    return [f"{names}: states chosen per batch with the test labels (not an online result)"]
 
 
 def side_by_side(a: pd.DataFrame, b: pd.DataFrame, labels: Sequence[str], **kw) -> Table:
@@ -169,7 +167,7 @@ def side_by_side(a: pd.DataFrame, b: pd.DataFrame, labels: Sequence[str], **kw) 
     A and B saw different streams for one configuration and stream seed.
     """
     both = pd.concat([a.assign(set=labels[0]), b.assign(set=labels[1])], ignore_index=True)
-    knobs = [c for c in both if _is_knob(c)]  # a knob one set lacks reads "" there, as in collect
+    knobs = [c for c in both if is_knob(c)]  # a knob one set lacks reads "" there, as in collect
     both[knobs] = both[knobs].fillna("")
     table = build(both, **kw)
     keys = [*table.rows, table.column]
@@ -200,11 +198,12 @@ def configurations(
     combination) and the sort keys of the refined labels (for :func:`order_of`).
     """
     data = runs[runs["status"] == "complete"].copy()
+    mark_labelled(data)
     sort = {}
     for group in PARAM_GROUPS:
         if group in data:
             data[group], sort[group] = _refine(data, group, list(keep))
-    keys = [*CHOICES, "batch_size", *(k for k in keep if _is_knob(k))]
+    keys = [*CHOICES, "batch_size", *(k for k in keep if is_knob(k))]
     return data, [k for k in keys if k in data and data[k].nunique(dropna=False) > 1], sort
 
 
@@ -223,7 +222,7 @@ def _cross_flags(data: pd.DataFrame, keys: list[str]) -> set[tuple]:
     return cross
 
 
-def _is_knob(column: str) -> bool:
+def is_knob(column: str) -> bool:
     group, _, knob = column.partition(".")
     repeated = group in _INTERPOLATED_IN and knob in _INTERPOLATED
     return group in PARAM_GROUPS and bool(knob) and not repeated
@@ -236,7 +235,7 @@ def _varies(data: pd.DataFrame, by: list[str], key: str) -> bool:
 
 def _refine(data: pd.DataFrame, group: str, axes: list[str]) -> tuple[pd.Series, dict]:
     """``stream``/``norm`` labels naming the knobs that vary within a preset, and a sort key."""
-    knobs = [c for c in data if _is_knob(c) and c.startswith(f"{group}.") and c not in axes]
+    knobs = [c for c in data if is_knob(c) and c.startswith(f"{group}.") and c not in axes]
     label, sort = data[group].astype(str).copy(), {}
     for value, runs in data.groupby(group, sort=False):
         varying = [k for k in knobs if runs[k].nunique() > 1]

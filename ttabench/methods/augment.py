@@ -63,7 +63,11 @@ class MethodRandom:
         }
 
     def set_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Back to ``state``; a device stream made after it goes back to its start."""
         self.host.set_state(state["host"])
+        for key, generator in self._device.items():
+            if key not in state:
+                generator.manual_seed(self.seed + 1)
         for key, value in state.items():
             if key != "host":
                 self.on(key).set_state(value)

@@ -165,6 +165,18 @@ class TTAMethod(nn.Module):
         with statistics_frozen(net):
             return net(x)
 
+    def adapt_again(self, x: torch.Tensor) -> None:
+        """One more adaptation step on ``x``, a batch the method has just taken (TTAB's
+        ``n_train_steps`` under ``oracle_selection``): a gradient method steps on it again; a
+        memory method steps on its memory without storing ``x`` twice; a method without
+        steps does nothing."""
+        self.forward_and_adapt(x)
+
+    def log_probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities of what ``forward`` returns (logits, unless the method says
+        otherwise): what the label-free criteria and the oracle's cross-entropy read."""
+        return outputs.float().log_softmax(dim=1)
+
     def snapshot(self) -> dict[str, Any]:
         """Everything the method has learned so far (weights, statistics, optimizer moments,
         memories, random streams), for :meth:`restore`; costs are not part of it."""

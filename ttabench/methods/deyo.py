@@ -100,14 +100,15 @@ class DeYO(TTAMethod):
         """DeYO's object-destroying view x' (patch or pixel shuffle)."""
         b, c, h, w = x.shape
         if self.aug == "pixel":
-            perm = torch.randperm(h * w, device=x.device)
+            perm = torch.randperm(h * w, generator=self.random.on(x.device), device=x.device)
             return x.flatten(2)[:, :, perm].view(b, c, h, w)
         n = self.patch_len
         side = (w // n) * n  # official: both sides from the width
         resized = x if (h, w) == (side, side) else _resize(x, side)
         patches = resized.view(b, c, n, side // n, n, side // n).permute(0, 2, 4, 1, 3, 5)
         patches = patches.reshape(b, n * n, c, side // n, side // n)
-        order = torch.argsort(torch.rand(b, n * n, device=x.device), dim=-1)
+        noise = torch.rand(b, n * n, generator=self.random.on(x.device), device=x.device)
+        order = torch.argsort(noise, dim=-1)
         patches = patches[torch.arange(b, device=x.device).unsqueeze(-1), order]
         out = patches.view(b, n, n, c, side // n, side // n).permute(0, 3, 1, 4, 2, 5)
         out = out.reshape(b, c, side, side)

@@ -67,6 +67,18 @@ class LAME(TTAMethod):
             kernel = (kernel + kernel.t()) / 2
         return laplacian_optimization(unary, kernel, self.max_steps)
 
+    def adapt_again(self, x: torch.Tensor) -> None:
+        """Nothing: LAME learns nothing across steps or batches."""
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """LAME's output (it keeps no state, so predicting never adapts)."""
+        return self(x)
+
+    def log_probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
+        """LAME returns the assignment Y (probabilities), not logits."""
+        return outputs.clamp_min(1e-12).log().log_softmax(dim=1)
+
     def kernel(self, feats: torch.Tensor) -> torch.Tensor:
         """The affinity matrix W (B x B) of L2-normalised features."""
         if self.affinity == "linear":

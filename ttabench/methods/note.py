@@ -127,7 +127,7 @@ class NOTE(TTAMethod):
         self.memory_size = knob(memory_size, "memory_size", int, low=1)
         self.update_every = knob(update_every, "update_every", int, low=1)
         self.bn_momentum = knob(bn_momentum, "bn_momentum", low=0.0, high=1.0)
-        self.predict = predict
+        self.predict_mode = predict
         super().__init__(model, **base)
 
     def configure(self) -> None:
@@ -150,7 +150,7 @@ class NOTE(TTAMethod):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.predict == "batch":
+        if self.predict_mode == "batch":
             logits = self.model(x)
             self._remember(x, logits.argmax(1).tolist())
             return logits
@@ -162,6 +162,10 @@ class NOTE(TTAMethod):
             self._remember(x[start:end], logits.argmax(1).tolist())
             start = end
         return torch.cat(outputs)
+
+    def adapt_again(self, x: torch.Tensor) -> None:
+        """One more step on the memory batch; ``x`` is in the memory already (TTAB's NOTE)."""
+        self.update()
 
     def _predict(self, x: torch.Tensor) -> torch.Tensor:
         """Each sample alone (in one forward where that gives the same outputs)."""

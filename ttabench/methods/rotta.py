@@ -175,6 +175,10 @@ class RoTTA(TTAMethod):
                 self.update()
         return logits
 
+    def adapt_again(self, x: torch.Tensor) -> None:
+        """One more step on the memory batch; ``x`` is in the memory already."""
+        self.update()
+
     @torch.enable_grad()
     def update(self) -> None:
         """One step on the memory batch (Eq. 8-9), then the teacher's EMA."""

@@ -19,3 +19,6 @@ class Source(TTAMethod):
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+    def adapt_again(self, x: torch.Tensor) -> None:
+        """Nothing: a norm's statistics take each batch once."""

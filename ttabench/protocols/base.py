@@ -30,12 +30,15 @@ class Answer:
             one call).
         relative_cost: The batch's cost relative to one forward of the source model, where
             the protocol measures it (``compute_aware``); None elsewhere.
+        overhead_seconds: Time the protocol spent on the batch that is not the method's (the
+            forward ``compute_aware`` times as its unit): left out of ``seconds``.
     """
 
     logits: torch.Tensor
     adapted: bool = True
     selected_step: int = 0
     relative_cost: float | None = None
+    overhead_seconds: float = 0.0
 
 
 class Protocol:
@@ -50,6 +53,9 @@ class Protocol:
 
     def start(self, method: TTAMethod, source_model: nn.Module | None = None) -> None:
         """Called once before the first batch."""
+
+    def reset(self) -> None:
+        """Called where the stream resets the method (before each domain of ``single``)."""
 
     def __call__(self, method: TTAMethod, x: torch.Tensor, y: torch.Tensor | None) -> Answer:
         raise NotImplementedError

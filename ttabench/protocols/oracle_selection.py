@@ -1,16 +1,19 @@
 """``protocol=oracle_selection``: TTAB's oracle model selection (Zhao et al., "On Pitfalls of
 Test-Time Adaptation", ICML 2023, Sec. 4 and ``ttab/model_selection/oracle_model_selection.py``).
 
-Per batch the method takes ``n_steps`` adaptation steps on it; after each, the adapted state's
-prediction of the batch is scored **with the batch's labels**, and the best state (highest
-accuracy; a tie goes to the lower cross-entropy, then to the earlier step) gives the batch's
-prediction and is the state the stream goes on from (TTAB restores its optimizer too). The
-unadapted state is not a candidate. This is an upper bound no online user can reach: every
-table marks it (``uses_labels``).
+Per batch the method takes ``n_steps`` adaptation steps on it: its own call (which predicts,
+stores the batch in a memory, and adapts), then ``n_steps - 1`` calls of ``adapt_again`` (a
+gradient step on the batch; a memory method's step on its memory, the batch stored once, as
+TTAB's NOTE). After each step the state's prediction of the batch (``predict``: no adaptation,
+no statistics moved; TTAB scores each saved state with a plain forward) is scored **with the
+batch's labels**; the best state (highest accuracy; a tie goes to the lower cross-entropy, then
+to the earlier step) answers and is the state the stream goes on from (TTAB restores its
+optimizer too). The unadapted state is not a candidate, so the oracle can even do worse than
+the online protocol (which scores the prediction made before adapting). No online user has
+the labels: every table marks these results (``uses_labels``).
 
-A state's prediction is the method's own (a teacher's for RoTTA and CoTTA), obtained by calling
-the method once more and going back: k steps + 1 calls, the last undone. ``episodic=true``
-resets before every batch (TTAB's oracle experiments run episodic, 10 steps on CIFAR-10-C).
+``episodic=true`` resets before every batch (TTAB's oracle experiments run episodic, 10 steps
+on CIFAR-10-C).
 """
 
 from __future__ import annotations
@@ -44,24 +47,26 @@ class OracleSelection(Protocol):
             raise ValueError("protocol=oracle_selection needs the batch's labels")
         if self.episodic:
             method.reset()
-        method(x)  # step 1: the prediction of the unadapted state is not a candidate
+        method(x)  # step 1, the method's own call: its prediction from before it is no candidate
         best: tuple[tuple[int, float], int, torch.Tensor, dict[str, Any] | None] | None = None
         for step in range(1, self.n_steps + 1):
-            state = method.snapshot()
-            logits = method(x)  # the prediction of the state after `step` steps, and one more
-            score = _score(logits, y)
+            if step > 1:
+                method.adapt_again(x)
+            logits = method.predict(x)
+            score = _score(method.log_probabilities(logits), y)
             if best is None or score > best[0]:
-                best = (score, step, logits, state)
+                best = (score, step, logits, method.snapshot() if step < self.n_steps else None)
         assert best is not None
         _, step, logits, state = best
-        method.restore(state)  # undoes the last call (and every step after the chosen one)
+        if state is not None:  # an earlier state won: go back to it
+            method.restore(state)
         return Answer(logits, selected_step=step)
 
 
-def _score(logits: torch.Tensor, y: torch.Tensor) -> tuple[int, float]:
-    """(correct, -cross-entropy): larger is better; non-finite logits are wrong and lose ties."""
-    logits = logits.detach().float()
-    finite = torch.isfinite(logits).all(dim=1)
-    correct = int(((logits.argmax(dim=1) == y) & finite).sum())
-    loss = float(F.cross_entropy(logits, y))
+def _score(log_probs: torch.Tensor, y: torch.Tensor) -> tuple[int, float]:
+    """(correct, -cross-entropy): larger is better; non-finite rows are wrong and lose ties."""
+    log_probs = log_probs.detach().float()
+    finite = torch.isfinite(log_probs).all(dim=1)
+    correct = int(((log_probs.argmax(dim=1) == y) & finite).sum())
+    loss = float(F.nll_loss(log_probs, y))
     return correct, -loss if math.isfinite(loss) else -math.inf
