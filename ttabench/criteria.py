@@ -16,7 +16,8 @@ Hyperparameter Selection", 2024; their ``utils.py::get_accuracy`` computes them 
   two forwards per batch.
 
 Entropy and SND read only the outputs the runner scores, as log-probabilities
-(``TTAMethod.log_probabilities``: LAME returns probabilities). Non-finite rows are left out.
+(``TTAMethod.log_probabilities``: LAME returns probabilities; ROID's output, its logits times
+the smoothed class prior as officially, is read as logits). Non-finite rows are left out.
 """
 
 from __future__ import annotations
