@@ -53,9 +53,11 @@ def test_restore_brings_back_everything_the_method_learned(name):
     assert torch.allclose(method(xs[1]), first[0], atol=1e-6)
 
 
-@pytest.mark.parametrize("name", METHODS)
-def test_every_method_predicts_without_adapting_and_adapts_again(name):
-    method = make_method(f"method={name}")
+@pytest.mark.parametrize(
+    ("name", "norm"), [(name, None) for name in METHODS] + [("lame", "ema"), ("lame", "rbn")]
+)
+def test_every_method_predicts_without_adapting_and_adapts_again(name, norm):
+    method = make_method(f"method={name}", *([f"norm={norm}"] if norm else []))
     x = shifted_batch()
     method(x)
     before = {k: v.clone() for k, v in method.state_dict().items()}
@@ -142,7 +144,7 @@ class Stub(TTAMethod):
         self.forwards += self.passes * len(x)
         return x
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
+    def plain_forward(self, x: torch.Tensor) -> torch.Tensor:
         return -x
 
 
@@ -170,7 +172,7 @@ class Sleeper(TTAMethod):
         time.sleep(0.05 * self.factor)
         return x
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
+    def plain_forward(self, x: torch.Tensor) -> torch.Tensor:
         time.sleep(0.05)
         return x
 
@@ -184,6 +186,12 @@ def test_compute_aware_measures_the_cost_against_a_prediction(factor, period):
     measured = [a.relative_cost for a in answers if a.adapted]
     assert all(factor * 0.6 < c < factor * 1.4 for c in measured)
     assert all(a.overhead_seconds >= 0.05 for a in answers if a.adapted)
+
+
+def test_measured_cost_within_ten_percent_above_a_whole_number_counts_as_it():
+    from ttabench.protocols.compute_aware import _snap
+
+    assert [_snap(c) for c in (1.06, 2.05, 0.9, 2.5, 3.2)] == [1.0, 2.0, 0.9, 2.5, 3.2]
 
 
 def test_compute_aware_restarts_its_clock_where_the_method_is_reset():

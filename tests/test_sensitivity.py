@@ -144,3 +144,14 @@ def test_plot_says_when_no_key_has_two_numeric_values(tmp_path, capsys):
     root = sweep(tmp_path / "test", {"iid": TEST["iid"]})
     assert plot([str(root), "--kind", "sensitivity", "--x", "steps", "--out", str(tmp_path)]) == 0
     assert "sensitivity: skipped: no configuration was run at two" in capsys.readouterr().err
+
+
+def test_defaults_are_found_for_rows_labelled_as_using_labels():
+    import pandas as pd
+
+    from ttabench.sensitivity import fixed_choices
+
+    labelled = pd.DataFrame({"method": ["tent"], "protocol": ["oracle_selection [uses labels]"]})
+    choices = fixed_choices(labelled)
+    assert choices == {"method": "tent", "protocol": "oracle_selection"}
+    assert float(default_value("method.optim.lr", choices)) == 1e-3

@@ -23,7 +23,7 @@ from ttabench.criteria import label_free_criteria
 from ttabench.loader import BatchLoader
 from ttabench.methods.augment import CoTTAAugment, MethodRandom
 from ttabench.methods.base import TTAMethod
-from ttabench.protocols import Online, Protocol
+from ttabench.protocols import Answer, Online, Protocol
 from ttabench.results import OnlineLog
 from ttabench.streams import batch_label_stats
 
@@ -60,6 +60,11 @@ def predictions(logits: torch.Tensor) -> np.ndarray:
         return pred
     finite = torch.isfinite(logits).all(dim=1)
     return torch.where(finite, logits.argmax(dim=1), -1).cpu().numpy()
+
+
+def _log_probabilities(method: TTAMethod, answer: Answer) -> torch.Tensor:
+    logits = answer.logits
+    return logits.float().log_softmax(dim=1) if answer.plain else method.log_probabilities(logits)
 
 
 def run_stream(
@@ -139,7 +144,7 @@ def run_stream(
             "adapted": int(answer.adapted),
             "selected_step": answer.selected_step,
             "relative_cost": "" if answer.relative_cost is None else round(answer.relative_cost, 6),
-            **label_free_criteria(method.log_probabilities(logits), pair),
+            **label_free_criteria(_log_probabilities(method, answer), pair),
             "seconds": round(seconds, 6),
         }
         online.write(row)

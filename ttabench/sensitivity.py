@@ -31,7 +31,7 @@ from ttabench.config import config_dir
 from ttabench.criteria import CRITERIA
 from ttabench.methods.defaults import apply_dataset_defaults
 from ttabench.results import ALL
-from ttabench.tables import build, is_knob, resolve_key
+from ttabench.tables import LABELS_MARK, build, is_knob, resolve_key
 
 DEFAULT_PARTS = (
     "model",
@@ -67,7 +67,8 @@ def sensitivity_table(
     selections: dict[str, pd.Series] = {}
     notes_extra: list[str] = []
     if heldout is not None:
-        held = build(heldout, rows=list(rows), column=swept_key(heldout, key), order=order)
+        column = swept_key(heldout, key)
+        held = build(heldout, rows=list(rows), column=column, domain=domain, order=order)
         if held.rows != rows:
             extra = sorted(set(held.rows) ^ set(rows))
             raise ValueError(
@@ -80,7 +81,7 @@ def sensitivity_table(
             notes_extra.append(f"{HELDOUT}: no held-out runs for {len(unmatched)} row(s)")
     for name, larger_is_better in CRITERIA.items():
         if name in runs and pd.to_numeric(runs[name], errors="coerce").notna().any():
-            scores = build(runs, list(rows), key, order=order, value=name).cells
+            scores = build(runs, list(rows), key, domain=domain, order=order, value=name).cells
             selections[name] = _argbest(_means(scores, rows, key), larger_is_better)
     text = test.cells.assign(text=[_text(c, digits) for _, c in test.cells.iterrows()])
     shown = text.set_index([*rows, key])["text"].unstack(key).reindex(columns=values).fillna("")
@@ -195,7 +196,7 @@ def _defaults(runs: pd.DataFrame, rows: list[str], index: pd.Index, key: str) ->
     found = {}
     for row in index:
         row = row if isinstance(row, tuple) else (row,)
-        mine = {p: str(row[rows.index(p)]).split(" (")[0] for p in DEFAULT_PARTS if p in rows}
+        mine = {p: _choice(row[rows.index(p)]) for p in DEFAULT_PARTS if p in rows}
         found[row if len(row) > 1 else row[0]] = default_value(key, fixed | mine)
     return found
 
@@ -204,10 +205,15 @@ def fixed_choices(runs: pd.DataFrame) -> dict[str, str]:
     """The config choices that decide a default (model, dataset, norm, method) where ``runs``
     have one value (a preset label's knobs stripped: ``dirichlet (delta=0.1)``)."""
     return {
-        part: str(runs[part].iloc[0]).split(" (")[0]
+        part: _choice(runs[part].iloc[0])
         for part in DEFAULT_PARTS
         if part in runs and runs[part].nunique() == 1
     }
+
+
+def _choice(label) -> str:
+    """The config option behind a table label (``oracle_selection [uses labels] (n_steps=3)``)."""
+    return str(label).replace(LABELS_MARK, "").split(" (")[0]
 
 
 def default_value(key: str, choices: Mapping[str, str]) -> str | None:

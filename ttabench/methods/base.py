@@ -157,20 +157,27 @@ class TTAMethod(nn.Module):
         return self.model
 
     @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """The current state's prediction for ``x`` without adapting on it: no step, no norm
-        statistics moved (what answers a batch the method is too busy for, Alfarra et al.'s
-        ``model.model``)."""
+    def plain_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the prediction network as it is now, without the method's machinery, a
+        step, or moving norm statistics: what answers a batch the method is too busy for, and
+        the time unit of its cost (Alfarra et al.'s ``model.model``)."""
         net = self.prediction_model()
         with statistics_frozen(net):
             return net(x)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """The method's output for ``x`` in its current state, without adapting on it (the
+        oracle's candidates, the consistency criterion). Default: :meth:`plain_forward`; a
+        method whose output is more than its network's (LAME, ROID's prior) says so here."""
+        return self.plain_forward(x)
 
     def adapt_again(self, x: torch.Tensor) -> None:
         """One more adaptation step on ``x``, a batch the method has just taken (TTAB's
         ``n_train_steps`` under ``oracle_selection``): a gradient method steps on it again; a
         memory method steps on its memory without storing ``x`` twice; a method without
-        steps does nothing."""
-        self.forward_and_adapt(x)
+        steps does nothing. ``method.steps`` steps, as one call takes."""
+        for _ in range(self.steps):
+            self.forward_and_adapt(x)
 
     def log_probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
         """Log-probabilities of what ``forward`` returns (logits, unless the method says

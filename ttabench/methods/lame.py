@@ -25,6 +25,7 @@ from torch import nn
 
 from ttabench.methods.base import TTAMethod, knob
 from ttabench.models.features import classifier_of, features_and_logits
+from ttabench.norms.base import statistics_frozen
 
 AFFINITIES = ("rbf", "knn", "linear")
 
@@ -72,8 +73,9 @@ class LAME(TTAMethod):
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """LAME's output (it keeps no state, so predicting never adapts)."""
-        return self(x)
+        """LAME's output (it learns nothing; the norm's statistics are not moved)."""
+        with statistics_frozen(self.model):
+            return self(x)
 
     def log_probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
         """LAME returns the assignment Y (probabilities), not logits."""

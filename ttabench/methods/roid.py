@@ -110,6 +110,13 @@ class ROID(TTAMethod):
             output = output * smoothed_prior(probs.detach())
         return output
 
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's logits times the batch's smoothed prior, as ``forward`` outputs."""
+        logits = self.plain_forward(x)
+        if self.prior_correction:
+            logits = logits * smoothed_prior(logits.softmax(1))
+        return logits
+
     @torch.no_grad()
     def sample_weights(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(w_i, kept_i): w_i = exp(d_i c_i / T), 0 where d_i < mean d (all ones without

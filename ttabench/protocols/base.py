@@ -32,6 +32,8 @@ class Answer:
             the protocol measures it (``compute_aware``); None elsewhere.
         overhead_seconds: Time the protocol spent on the batch that is not the method's (the
             forward ``compute_aware`` times as its unit): left out of ``seconds``.
+        plain: The logits are the plain network's, not the method's output (a skipped batch):
+            the criteria read them with a softmax, not ``method.log_probabilities``.
     """
 
     logits: torch.Tensor
@@ -39,6 +41,7 @@ class Answer:
     selected_step: int = 0
     relative_cost: float | None = None
     overhead_seconds: float = 0.0
+    plain: bool = False
 
 
 class Protocol:

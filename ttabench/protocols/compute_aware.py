@@ -6,13 +6,13 @@ The stream does not wait: it reveals eta batches per forward of the model (eta =
 model's own speed; eta = 0: never skips, as officially). After the method adapts on a batch at
 relative cost C (its time over one plain forward of the model on that batch), the next
 ``ceil(C * eta) - 1`` batches arrive while it is busy: the most recent adapted state answers
-them without adapting (``TTAMethod.predict``; ``skipped: source`` answers with the source model
-instead), then the method takes the next batch and its cost is counted again. C = 1 is the
+them without adapting (``TTAMethod.plain_forward``; ``skipped: source``: the source model),
+then the method takes the next batch and its cost is counted again. C = 1 is the
 online protocol. The clock restarts where the method is reset (each domain of a ``single``
 schedule: the official code evaluates each corruption on its own).
 
 ``cost``: ``measured`` (official: wall time of the method's call over the wall time of one
-``predict`` of the same batch, on this machine, so not reproducible to the bit; a measured C
+``plain_forward`` of the same batch, on this machine, so not reproducible to the bit; a measured C
 less than 10 % above a whole number counts as that number, so that timing noise alone does not
 make a method that costs one forward skip every other batch), ``passes`` (machine-independent:
 forwarded plus twice the back-propagated samples, per sample: a backward costs about two
@@ -72,26 +72,26 @@ class ComputeAware(Protocol):
     def __call__(self, method: TTAMethod, x: torch.Tensor, y: torch.Tensor | None) -> Answer:
         if self.busy_for > 0:
             self.busy_for -= 1
-            return Answer(self._answer_skipped(method, x), adapted=False)
+            return Answer(self._answer_skipped(method, x), adapted=False, plain=True)
         forwards, backwards = method.forwards, method.backwards
         start = time.perf_counter()
         logits = method(x)
-        overhead, slack = 0.0, 1e-9
+        overhead = 0.0
         if self.cost == "measured":
             _sync(x)
             seconds = time.perf_counter() - start
             start = time.perf_counter()
-            method.predict(x)  # the clock's unit; not the method's cost
+            method.plain_forward(x)  # the clock's unit; not the method's cost
             _sync(x)
             overhead = time.perf_counter() - start
-            ratio, slack = seconds / max(overhead, 1e-9), NOISE
+            ratio = _snap(seconds / max(overhead, 1e-9))
             method.forwards -= len(x)
         elif self.cost == "passes":
             passes = (method.forwards - forwards) + 2 * (method.backwards - backwards)
             ratio = passes / len(x)
         else:
             ratio = float(self.cost)
-        self.busy_for = max(0, math.ceil(ratio * self.eta - slack) - 1)
+        self.busy_for = max(0, math.ceil(ratio * self.eta - 1e-9) - 1)
         return Answer(logits, relative_cost=ratio, overhead_seconds=overhead)
 
     def _answer_skipped(self, method: TTAMethod, x: torch.Tensor) -> torch.Tensor:
@@ -99,7 +99,13 @@ class ComputeAware(Protocol):
             assert self.source_model is not None, "start() was not given the source model"
             with torch.no_grad():
                 return self.source_model(x)
-        return method.predict(x)
+        return method.plain_forward(x)
+
+
+def _snap(ratio: float) -> float:
+    """A measured C less than NOISE above a whole number, as that number (timing noise)."""
+    whole = math.floor(ratio)
+    return float(whole) if whole >= 1 and ratio - whole < NOISE else ratio
 
 
 def _sync(x: torch.Tensor) -> None:
