@@ -81,9 +81,10 @@ def run_stream(
 
     The per-batch work outside the model is kept small: label statistics are computed for the
     whole plan at once, images are read ahead by the loader, and the one host synchronisation
-    per batch is the copy of the predictions that the log needs. ``amp``: the method runs under
-    ``torch.autocast`` in bfloat16 (float32's exponent range, so gradient methods need no loss
-    scaling); logits are scored in float32. ``protocol``: how each batch reaches the method
+    per batch is the copy of the predictions that the log needs (the label-free criteria's two
+    scalars are read after it: small kernels, no stall of the model's work). ``amp``: the
+    method runs under ``torch.autocast`` in bfloat16 (float32's exponent range, so gradient
+    methods need no loss scaling); logits are scored in float32. ``protocol``: how each batch reaches the method
     (default :class:`~ttabench.protocols.Online`); only one with ``uses_labels`` gets them.
     ``consistency``: also forward the batch and a soft CoTTA view of it through the state the
     batch left (not timed, not counted as the method's) for the consistency criterion.
