@@ -84,8 +84,9 @@ def run_stream(
     per batch is the copy of the predictions that the log needs (the label-free criteria's two
     scalars are read after it: small kernels, no stall of the model's work). ``amp``: the
     method runs under ``torch.autocast`` in bfloat16 (float32's exponent range, so gradient
-    methods need no loss scaling); logits are scored in float32. ``protocol``: how each batch reaches the method
-    (default :class:`~ttabench.protocols.Online`); only one with ``uses_labels`` gets them.
+    methods need no loss scaling); logits are scored in float32. ``protocol``: how each batch
+    reaches the method (default :class:`~ttabench.protocols.Online`); only one with
+    ``uses_labels`` gets the labels.
     ``consistency``: also forward the batch and a soft CoTTA view of it through the state the
     batch left (not timed, not counted as the method's) for the consistency criterion.
     """
