@@ -31,7 +31,7 @@ from ttabench.config import config_dir
 from ttabench.criteria import CRITERIA
 from ttabench.methods.defaults import apply_dataset_defaults
 from ttabench.results import ALL
-from ttabench.tables import LABELS_MARK, build, is_knob, resolve_key
+from ttabench.tables import LABELS_MARK, as_number, build, is_knob, resolve_key
 
 DEFAULT_PARTS = (
     "model",
@@ -124,7 +124,7 @@ def _means(cells: pd.DataFrame, rows: list[str], key: str) -> pd.DataFrame:
 
 
 def _numbers_first(value) -> tuple[bool, float | str]:
-    number = _as_number(value)
+    number = as_number(value)
     return (isinstance(number, str), number if isinstance(number, float) else str(number))
 
 
@@ -160,16 +160,9 @@ def _match(columns, value):
     if value is None:
         return None
     for column in columns:
-        if str(column) == str(value) or _as_number(column) == _as_number(value):
+        if str(column) == str(value) or as_number(column) == as_number(value):
             return column
     return None
-
-
-def _as_number(value) -> float | str:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return str(value)
 
 
 def _explain(name: str) -> str:

@@ -246,7 +246,7 @@ def _refine(data: pd.DataFrame, group: str, axes: list[str]) -> tuple[pd.Series,
             )
             name = f"{value} ({text})" if text else str(value)
             label[part.index] = name
-            sort[name] = (str(value), tuple(_number(v) for v in combo))
+            sort[name] = (str(value), tuple(as_number(v) for v in combo))
     return label, sort
 
 
@@ -282,7 +282,7 @@ def _order(values: pd.Series, key: str, explicit: Sequence[str], sort: dict | No
     first = {v: i for i, v in enumerate(explicit)}
 
     def rank_of(v):
-        number = _number(base(v))
+        number = as_number(base(v))
         return (
             first.get(base(v), first.get(str(base(v)).removesuffix(LABELS_MARK), len(first))),
             isinstance(number, str),
@@ -293,7 +293,8 @@ def _order(values: pd.Series, key: str, explicit: Sequence[str], sort: dict | No
     return sorted(seen, key=rank_of)
 
 
-def _number(value) -> float | str:
+def as_number(value) -> float | str:
+    """``value`` as a float where it is a number, else as text (ordering mixed values)."""
     try:
         return float(value)
     except (TypeError, ValueError):
