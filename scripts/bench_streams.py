@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
-from ttabench.data.base import Domain  # noqa: E402
+from ttabench.domains import Domain  # noqa: E402
 from ttabench.streams import Stream, orderings  # noqa: E402
 
 DELTAS = {"dirichlet": [0.1, 0.01], "dirichlet_rotta": [0.1, 0.01]}

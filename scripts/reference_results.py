@@ -122,6 +122,12 @@ PROTOCOL_ORDER = {
     "protocol": [*PROTOCOLS[:2], "oracle_selection", PROTOCOLS[2]],
     "stream": list(PROTOCOL_STREAMS),
 }
+# The outliers grid (--grid outliers): STAMP's open world, 20 % outliers (STAMP's 2,500 per 10,000
+# images) from the embedded unseen shapes, and the same streams without them (ratio 0).
+OUTLIER_METHODS = ("source", "bn", "tent", "eata", "sar", "rotta", "stamp")
+OUTLIER_STREAMS = ("iid", "dirichlet")
+OUTLIER_RATIOS = ("0.2", "0.0")
+OUTLIER_ORDER = {"method": list(OUTLIER_METHODS), "stream": list(OUTLIER_STREAMS)}
 # The sensitivity grid (--grid sensitivity): TENT's learning rate, tested on the 15 corruptions and
 # selected on the four held-out ones that TENT's authors advise tuning on.
 HELDOUT = "dataset.corruptions=[speckle_noise,gaussian_blur,spatter,saturate]"
@@ -200,6 +206,18 @@ def protocol_sweeps(seeds, n_per_domain: int, quick: bool) -> list[list[str]]:
         [first, *oracle, *common],
         [then, protocols, *common],
         [then, *oracle, *common],
+    ]
+
+
+def outlier_sweeps(seeds, n_per_domain: int, quick: bool) -> list[list[str]]:
+    """Every method with 20 % outliers, then without (STAMP, 19 forwards a batch, last)."""
+    common = [f"stream={','.join(OUTLIER_STREAMS)}", f"seed={','.join(map(str, seeds))}"]
+    common += list(QUICK) if quick else [f"dataset.n_per_domain={n_per_domain}"]
+    fast = f"method={','.join(OUTLIER_METHODS[:-1])}"
+    return [
+        [method, f"stream.outliers.ratio={ratio}", *common]
+        for ratio in OUTLIER_RATIOS
+        for method in (fast, "method=stamp")
     ]
 
 
@@ -459,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--grid",
         default="norms",
-        choices=["norms", "methods", "memory", "fashion", "protocols", "sensitivity"],
+        choices=["norms", "methods", "memory", "fashion", "protocols", "sensitivity", "outliers"],
     )
     parser.add_argument(
         "--n-per-domain",
@@ -471,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.reuse is not None and args.grid != "norms":
         parser.error("--reuse applies to the norms grid only")
     methods = args.grid != "norms"
-    sizes = {"memory": 300, "fashion": 500, "protocols": 1000, "sensitivity": 1000}
+    sizes = {"memory": 300, "fashion": 500, "protocols": 1000, "sensitivity": 1000, "outliers": 500}
     args.n_per_domain = args.n_per_domain or sizes.get(args.grid, 2000)
     sub = "" if args.grid == "norms" else args.grid
     name = f"reference_{sub}" if sub else "reference"
@@ -484,6 +502,8 @@ def main(argv: list[str] | None = None) -> int:
         grid = memory_sweeps(args.seeds.split(","), args.n_per_domain, args.quick)
     elif args.grid == "protocols":
         grid = protocol_sweeps(args.seeds.split(","), args.n_per_domain, args.quick)
+    elif args.grid == "outliers":
+        grid = outlier_sweeps(args.seeds.split(","), args.n_per_domain, args.quick)
     elif args.grid == "fashion":
         grid = fashion_sweeps(args.seeds.split(","), args.n_per_domain, args.quick)
     elif methods:

@@ -35,7 +35,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
-from ttabench.data.base import Domain  # noqa: E402
+from ttabench.domains import Domain  # noqa: E402
 from ttabench.streams import Stream, summarize  # noqa: E402
 
 CONFIGS = ROOT / "configs"

@@ -14,12 +14,13 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from ttabench.data.base import CorruptionDataset, Domain
+from ttabench.data.base import CorruptionDataset
 from ttabench.data.benchmarks import corruption_benchmark
 from ttabench.data.cifar_c import CifarC
 from ttabench.data.corruptions import COMMON_CORRUPTIONS, corrupt, frost, sample_generators
 from ttabench.data.embedded import EmbeddedCorruptions
 from ttabench.data.folder_c import FolderC
+from ttabench.domains import Domain
 from ttabench.loader import fetch_images
 from ttabench.run import run
 from ttabench.streams import Stream

@@ -14,7 +14,7 @@ import torch
 from hydra.utils import instantiate
 
 from ttabench import cli
-from ttabench.data.base import CorruptionDataset, Domain
+from ttabench.data.base import CorruptionDataset
 from ttabench.data.benchmarks import corruption_benchmark
 from ttabench.data.cifar_c import CifarC
 from ttabench.data.clean import load_clean, preprocess_imagenet
@@ -22,6 +22,7 @@ from ttabench.data.corruptions import corrupt, frost, sample_generators
 from ttabench.data.folder_c import FolderC
 from ttabench.data.generated import GeneratedCorruptions, jpeg_replay, sample_generator
 from ttabench.data.make_c import make_c
+from ttabench.domains import Domain
 
 from .c_fixtures import (
     write_cifar_pickle,

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from ttabench.data.base import Domain
 from ttabench.data.folder_c import FolderC, decode
+from ttabench.domains import Domain
 from ttabench.loader import BatchLoader, fetch_images
 from ttabench.results import STAT_COLUMNS, summarize
 from ttabench.run import run

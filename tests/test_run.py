@@ -104,7 +104,15 @@ def test_run_writes_online_summary_stream_and_config(source_run):
 def test_predictions_one_row_per_sample_in_stream_order(source_run):
     out, summary = source_run
     preds = pd.read_csv(out / "predictions.csv")
-    assert list(preds.columns) == ["domain", "severity", "index", "label", "pred"]
+    assert list(preds.columns) == [
+        "domain",
+        "severity",
+        "outliers",
+        "index",
+        "label",
+        "pred",
+        "score",
+    ]
     assert len(preds) == summary.iloc[-1]["n"]
     for _, group in preds.groupby("domain"):
         assert sorted(group["index"]) == list(range(256)), "every sample exactly once"

@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from ttabench.data.base import Domain
+from ttabench.domains import Domain
 from ttabench.streams import Stream
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

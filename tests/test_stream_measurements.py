@@ -19,7 +19,7 @@ from functools import cache
 import numpy as np
 import pytest
 
-from ttabench.data.base import Domain
+from ttabench.domains import Domain
 from ttabench.streams import Stream, summarize
 
 SEEDS = range(8)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from ttabench.data.base import Domain
+from ttabench.domains import Domain
 from ttabench.streams import Stream, batch_label_stats, label_stats, mean_run_length, summarize
 
 DOMAIN = [Domain("gaussian_noise", 5)]

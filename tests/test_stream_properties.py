@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ttabench.data.base import Domain
+from ttabench.domains import Domain
 from ttabench.streams import Stream
 
 PERMUTATIONS = ["iid", "dirichlet", "dirichlet_rotta", "sorted", "markov"]

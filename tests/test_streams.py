@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from ttabench.data.base import Domain
+from ttabench.domains import Domain
 from ttabench.streams import Stream, StreamPlan, summarize
 from ttabench.streams import orderings as ordering_registry
 from ttabench.streams import schedules as schedule_registry

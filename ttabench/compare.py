@@ -23,7 +23,7 @@ import pandas as pd
 from ttabench.progress import PART, by_part
 from ttabench.results import ALL, collect
 from ttabench.sensitivity import sensitivity_table
-from ttabench.tables import CHOICES, Table, build, select, side_by_side
+from ttabench.tables import CHOICES, METRICS, Table, build, select, side_by_side
 
 FORMATS = ("table", "markdown", "latex", "csv")
 EXAMPLES = """examples:
@@ -59,7 +59,9 @@ def layout(table: Table, digits: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
     rounded = cells["mean"].round(digits).where((cells["flag"] == "") & (cells["n"] > 0))
     group = [table.column, *(["set"] if table.sets else [])]
     by = rounded.groupby([cells[k] for k in group])
-    best = (rounded == by.transform("min")) & (by.transform("count") > 1)  # a lone cell: no mark
+    lower = METRICS.get(table.value, ("", True))[1]
+    best = rounded == by.transform("min" if lower else "max")
+    best &= by.transform("count") > 1  # a lone cell: no mark
     frame = cells.assign(text=text, best=best).set_index([*index, table.column])
     shown = frame["text"].unstack(table.column)
     marks = frame["best"].unstack(table.column).reindex_like(shown).fillna(False).astype(bool)
@@ -91,8 +93,9 @@ def caption(table: Table, domain: str) -> str:
     where = "" if "domain" in [*table.rows, table.column] else f"; domain: {domain}"
     best = "; best per column marked" if len(table.cells) > 1 else ""
     delta = f"; Δ = {table.sets[0]} - {table.sets[1]}" if table.sets else ""
+    what = METRICS.get(table.value, (table.value, True))[0]
     return (
-        f"Error % (mean ± std over seeds); rows: {', '.join(table.rows)}; "
+        f"{what} (mean ± std over seeds); rows: {', '.join(table.rows)}; "
         f"columns: {table.column}{where}{best}{delta}"
     )
 
@@ -157,6 +160,13 @@ def _parser() -> argparse.ArgumentParser:
     add("--format", choices=FORMATS, default="table")
     add("--digits", type=int, default=1, help="decimals [1]")
     add(
+        "--metric",
+        choices=list(METRICS),
+        default="error",
+        help="what the cells are: error or, with outliers in the stream, auroc, fpr95 (lower "
+        "is better), h_score [error]",
+    )
+    add(
         "--parts",
         type=int,
         metavar="P",
@@ -191,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         spec = {"rows": args.rows.split(","), "column": column, "domain": args.domain}
         found = collect(args.dirs)
         runs = select(_rows(found, args.parts), where)
+        if args.metric != "error" and (args.sensitivity or parted):
+            raise ValueError("--metric other than error goes without --sensitivity and --parts")
         if args.heldout and not args.sensitivity:
             raise ValueError("--heldout goes with --sensitivity KEY")
         if args.sensitivity:
@@ -201,10 +213,10 @@ def main(argv: list[str] | None = None) -> int:
             labels = args.labels.split(",")
             if len(labels) != 2:
                 raise ValueError("--labels: two names, e.g. --labels new,ref")
-            table = side_by_side(runs, other, labels, order=order, **spec)
+            table = side_by_side(runs, other, labels, order=order, value=args.metric, **spec)
             found = pd.concat([found, other_found])
         else:
-            table = build(runs, order=order, **spec)
+            table = build(runs, order=order, value=args.metric, **spec)
         pending = select(found, {k: v for k, v in where.items() if k != PART})
     except (FileNotFoundError, KeyError, ValueError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) else exc

@@ -29,7 +29,7 @@ from ttabench.compare import key_values
 from ttabench.paths import make_dir
 from ttabench.results import ALL, collect, domain_visits
 from ttabench.sensitivity import default_value, fixed_choices, swept_key
-from ttabench.tables import configurations, order_of, select
+from ttabench.tables import METRICS, configurations, order_of, select
 
 KINDS = ("online", "delta", "corruption")
 SHORT = {
@@ -107,8 +107,10 @@ def plot_online(runs: pd.DataFrame, line: str = "method", window: int | None = N
         yield f"online{_slug(title)}", fig
 
 
-def plot_delta(runs: pd.DataFrame, line: str = "method", order=()):
-    """One figure per configuration run at >= 2 deltas: error vs delta per ``line`` value."""
+def plot_delta(runs: pd.DataFrame, line: str = "method", order=(), metric: str = "error"):
+    """One figure per configuration run at >= 2 deltas: error (or ``metric``, a summary
+    column of :data:`~ttabench.tables.METRICS`) vs delta per ``line`` value."""
+    runs, label = _metric(runs, metric)
     data, keys, _ = configurations(runs[runs["domain"] == ALL], keep=[DELTA])
     colors = _colors(data, line, order)
     for title, group in _figures(data, [k for k in keys if k != DELTA], line):
@@ -134,14 +136,16 @@ def plot_delta(runs: pd.DataFrame, line: str = "method", order=()):
         ax.minorticks_off()
         ax.set(
             xlabel="stream.delta (Dirichlet concentration; smaller: stronger label shift)",
-            ylabel="error %",
+            ylabel=label,
         )
-        _finish(fig, ax, title, "error vs delta")
+        _finish(fig, ax, title, f"{metric} vs delta")
         yield f"delta{_slug(title)}", fig
 
 
-def plot_corruptions(runs: pd.DataFrame, line: str = "method", order=()):
-    """One figure per configuration: error per corruption, grouped bars per ``line`` value."""
+def plot_corruptions(runs: pd.DataFrame, line: str = "method", order=(), metric: str = "error"):
+    """One figure per configuration: error (or ``metric``) per corruption, grouped bars per
+    ``line`` value."""
+    runs, label = _metric(runs, metric)
     data, keys, _ = configurations(runs)
     colors = _colors(data, line, order)
     for title, group in _figures(data, keys, line):
@@ -164,10 +168,10 @@ def plot_corruptions(runs: pd.DataFrame, line: str = "method", order=()):
             )
         labels = [SHORT.get(d, d) for d in domains]  # e.g. fog, or fog-3 with several severities
         ax.set_xticks(range(len(domains)), labels, rotation=45, ha="right", fontsize=8)
-        ax.set(ylabel="error %", xlim=(-0.6, len(domains) - 0.4))
+        ax.set(ylabel=label, xlim=(-0.6, len(domains) - 0.4))
         if ALL in domains:  # the stream's overall error, set apart from the corruptions
             ax.axvline(len(domains) - 1.5, color="0.6", lw=0.7)
-        _finish(fig, ax, title, "error per corruption")
+        _finish(fig, ax, title, f"{metric} per corruption")
         yield f"corruption{_slug(title)}", fig
 
 
@@ -268,6 +272,20 @@ def _as_float(value) -> float:
         return float("nan")
 
 
+def _metric(runs: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, str]:
+    """``runs`` with ``metric``'s values in the ``error`` column the figures read, and the axis
+    label; an error when no run measured it (outlier metrics need outliers in the stream)."""
+    if metric not in METRICS:
+        raise ValueError(f"--metric {metric!r}; valid: {', '.join(METRICS)}")
+    if metric == "error":
+        return runs, "error %"
+    values = pd.to_numeric(runs.get(metric, pd.Series(dtype=float)), errors="coerce")
+    if values.isna().all():
+        raise ValueError(f"no run has {metric}: it needs outliers in the stream "
+                         "(stream.outliers.ratio > 0)")  # fmt: skip
+    return runs.assign(error=values), METRICS[metric][0]
+
+
 def _over_seeds(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     per_seed = rows.groupby([*by, "seed", "stream_seed"], dropna=False)["error"].mean()
     return per_seed.groupby(by).agg(["mean", "std", "count"]).reset_index()
@@ -326,12 +344,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--order", default="", metavar="V,V", help="line values listed first")
     parser.add_argument("--window", type=int, help="online: samples per moving accuracy")
     parser.add_argument("--x", metavar="KEY", help="sensitivity: the swept knob (optim.lr)")
+    parser.add_argument("--metric", default="error", choices=list(METRICS),
+                        help="delta, corruption: the summary column drawn [error]")  # fmt: skip
     args = parser.parse_args(argv)
     kinds = args.kind.split(",")
     try:
         unknown = set(kinds) - set(PLOTS)
         if unknown:
             raise ValueError(f"--kind {sorted(unknown)}: valid: {', '.join(PLOTS)}")
+        if args.metric != "error" and {"online", "sensitivity"} & set(kinds):
+            raise ValueError("--metric other than error draws --kind delta,corruption only")
         if "sensitivity" in kinds and not args.x:
             raise ValueError("--kind sensitivity needs --x KEY, the swept knob (e.g. optim.lr)")
         runs = select(collect(args.dirs), key_values(args.where, "--where"))
@@ -339,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (runs["status"] == "complete").any():
             after = f" matching --where {' '.join(args.where)}" if args.where else ""
             raise ValueError(f"no complete run to plot{after}")
+        _metric(runs[runs["status"] == "complete"], args.metric)  # measured at all?
         if "sensitivity" in kinds:
             swept_key(runs, args.x)  # not a knob: the list of valid ones, before drawing
         if args.window is not None and args.window < 1:
@@ -354,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind in kinds:
         extra = {"window": args.window} if kind == "online" else {}
         extra = {"key": args.x} if kind == "sensitivity" else extra
+        extra = {"metric": args.metric} if kind in ("delta", "corruption") else extra
         try:
             paths = write(PLOTS[kind](runs, args.lines, order=order, **extra), args.out)
         except FileNotFoundError as exc:  # online.csv of a run listed in a combined table

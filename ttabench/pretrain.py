@@ -8,8 +8,11 @@ the Fashion-MNIST-C reader does; Debian's ``dataset-fashion-mnist`` or ``--root`
 Deterministic (seeded data order and augmentation, deterministic torch algorithms) and short
 (minutes on 2 CPU cores). Writes the checkpoint and a JSON record next to it: SHA-256 of the
 checkpoint, the exact command and config, the data it was trained on and its fingerprint, and
-the clean test accuracy. `ttabench.models.embedded` refuses a synthetic-data checkpoint whose
-data fingerprint does not match the current generator.
+the clean test accuracy. ``--classes K`` trains and evaluates on the labels < K only (K output
+units), the source model of a class split (``--classes 8``: ``model=embedded_8`` for
+``dataset=embedded_8_2``, as STAMP's CIFAR-10 classes 0-7 model for cifar10c_8_2).
+`ttabench.models.embedded` refuses a synthetic-data checkpoint whose data fingerprint does not
+match the current generator.
 """
 
 from __future__ import annotations
@@ -54,10 +57,14 @@ class PretrainConfig:
     blocks_per_stage: int = 1
     norm: str = "bn"  # bn | iabn: NOTE's instance-aware BN during training (its official models)
     data: str = "embedded"  # embedded | fashion_mnist: the clean train split
+    classes: int | None = None  # K: train and evaluate on the labels < K only (None: all)
 
 
-#: --data -> shipped checkpoint name ({norm}: "" or "_iabn")
-DEFAULT_OUT = {"embedded": "embedded_resnet8{norm}.pt", "fashion_mnist": "fashion_resnet8{norm}.pt"}
+#: --data -> shipped checkpoint name ({norm}: "" or "_iabn"; {classes}: "" or "_c<K>")
+DEFAULT_OUT = {
+    "embedded": "embedded_resnet8{norm}{classes}.pt",
+    "fashion_mnist": "fashion_resnet8{norm}{classes}.pt",
+}
 
 #: Smallest valid value of each numeric knob (a zero-epoch run would overwrite the weights
 #: with an untrained model).
@@ -107,14 +114,26 @@ def splits(data: str, data_seed: int = 0, root=None) -> tuple[tuple, tuple, str]
     return as_tensors[0], as_tensors[1], fingerprint
 
 
+def keep_classes(split: tuple[torch.Tensor, torch.Tensor], classes: int | None) -> tuple:
+    """``(images, labels)`` of the samples whose label is < ``classes`` (all for None), in
+    order: the ID part of a class split (STAMP trains its cifar10c_8_2 model on classes 0-7)."""
+    if classes is None:
+        return split
+    keep = split[1] < classes
+    return split[0][keep], split[1][keep]
+
+
 def train(cfg: PretrainConfig, root=None, data=None) -> tuple[NormalizedModel, float, float]:
     """Train from scratch; return the model, its clean test accuracy and the seconds taken.
     ``data``: the ``splits`` already read (else they are read here)."""
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True)
     start = time.perf_counter()
-    (x_train, y_train), (x_test, y_test), _ = data or splits(cfg.data, cfg.data_seed, root)
-    net = build_net(cfg.width, cfg.blocks_per_stage, cfg.norm, int(y_train.max()) + 1)
+    train_split, test_split, _ = data or splits(cfg.data, cfg.data_seed, root)
+    x_train, y_train = keep_classes(train_split, cfg.classes)
+    x_test, y_test = keep_classes(test_split, cfg.classes)
+    num_classes = cfg.classes or int(y_train.max()) + 1
+    net = build_net(cfg.width, cfg.blocks_per_stage, cfg.norm, num_classes)
     model = NormalizedModel(net, INPUT_MEAN, INPUT_STD)
     opt = torch.optim.SGD(
         model.parameters(),
@@ -191,14 +210,15 @@ def main(argv: list[str] | None = None) -> int:
     defaults = PretrainConfig()
     for name, value in asdict(defaults).items():
         choices = {"norm": NORMS, "data": tuple(DEFAULT_OUT)}.get(name)
+        kind = int if value is None else type(value)  # --classes: an int, default None
         parser.add_argument(
-            f"--{name.replace('_', '-')}", type=type(value), default=value, choices=choices
+            f"--{name.replace('_', '-')}", type=kind, default=value, choices=choices
         )
     parser.add_argument(
         "--out",
         type=Path,
-        help="checkpoint path [the shipped one of --data and --norm: weights/"
-        "embedded_resnet8(_iabn).pt, weights/fashion_resnet8.pt]",
+        help="checkpoint path [the shipped one of --data, --norm and --classes: weights/"
+        "embedded_resnet8(_iabn)(_c<K>).pt, weights/fashion_resnet8.pt]",
     )
     parser.add_argument(
         "--root", help="--data fashion_mnist: data root [$TTA_DATA_ROOT, then Debian's folder]"
@@ -206,15 +226,23 @@ def main(argv: list[str] | None = None) -> int:
     args = vars(parser.parse_args(argv))
     out, root = args.pop("out"), args.pop("root")
     cfg = PretrainConfig(**args)
-    out = out or WEIGHTS / DEFAULT_OUT[cfg.data].format(norm="" if cfg.norm == "bn" else "_iabn")
+    suffix = {"norm": "" if cfg.norm == "bn" else "_iabn", "classes": ""}
+    if cfg.classes is not None:
+        suffix["classes"] = f"_c{cfg.classes}"
+    out = out or WEIGHTS / DEFAULT_OUT[cfg.data].format(**suffix)
     try:
         for name, low in MINIMUM.items():
             if getattr(cfg, name) < low:
                 raise ValueError(
                     f"--{name.replace('_', '-')} must be >= {low}, not {getattr(cfg, name)}"
                 )
+        if cfg.classes is not None and cfg.classes < 2:
+            raise ValueError(f"--classes must be >= 2, not {cfg.classes}")
         make_dir(Path(out).parent, "--out")
         data = splits(cfg.data, cfg.data_seed, root)  # found and readable before training
+        labels = int(data[0][1].max()) + 1
+        if cfg.classes is not None and cfg.classes >= labels:
+            raise ValueError(f"--classes must be < {labels} (the classes of --data {cfg.data})")
     except (ValueError, OSError, EOFError) as exc:  # before minutes of training are spent
         parser.exit(2, f"ttabench pretrain: error: {exc}\n")
     model, acc, seconds = train(cfg, root, data)

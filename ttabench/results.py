@@ -20,12 +20,14 @@ import numpy as np
 import pandas as pd
 
 from ttabench.atomic import remove_stale_temps, temp_name
+from ttabench.outlier_metrics import auroc, fpr_at_tpr, h_score
 
 ONLINE_COLUMNS = (
     "step",
     "domain",
     "severity",
     "n",
+    "n_outliers",
     "correct",
     "batch_acc",
     "cum_acc",
@@ -63,6 +65,8 @@ RUN_COST_COLUMNS = ("peak_rss_mb", "cuda_max_mb")
 #: batches: :mod:`ttabench.criteria`).
 PROTOCOL_COLUMNS = ("skipped_fraction", "relative_cost")
 CRITERIA_COLUMNS = ("entropy", "snd", "consistency")
+#: Outlier detection (:mod:`ttabench.outlier_metrics`), in percent; NaN without outliers.
+OUTLIER_COLUMNS = ("n_outliers", "auroc", "fpr95", "h_score")
 #: Columns that differ between two identical runs (wall-clock time, memory).
 VOLATILE_COLUMNS = ("seconds", "seconds_per_sample", *RUN_COST_COLUMNS)
 ALL = "all"  # the summary row over every sample of the stream
@@ -109,7 +113,16 @@ def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
 
 
 #: The columns of a summary row that describe that row's samples; the rest say what ran.
-ROW_COLUMNS = ("domain", "severity", "n", "correct", "error", *STAT_COLUMNS, "nonfinite")
+ROW_COLUMNS = (
+    "domain",
+    "severity",
+    "n",
+    "correct",
+    "error",
+    *OUTLIER_COLUMNS,
+    *STAT_COLUMNS,
+    "nonfinite",
+)
 
 
 def domain_visits(online: pd.DataFrame) -> np.ndarray | None:
@@ -132,6 +145,8 @@ def summarize(
     batch_rows: list[dict[str, Any]],
     batch_domains: list[np.ndarray],
     meta: dict[str, Any],
+    sample_outlier: np.ndarray | None = None,
+    sample_score: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """One row per (corruption, severity) in order of first appearance, then the ``all`` row.
 
@@ -139,13 +154,26 @@ def summarize(
     stream statistics are means over the batches that contain the domain. Vectorised over
     samples and batches (a batch x domain membership table), so the partial summaries a run
     refreshes at domain boundaries stay cheap on long streams.
+
+    With outliers (``sample_outlier``; ``sample_domain`` then holds the test domain each
+    outlier was mixed into), ``n`` and ``error`` are the test samples' only, and ``auroc``,
+    ``fpr95`` and ``h_score`` say how ``sample_score`` separates them from the outliers; the
+    ``all`` row holds their means over domains, as STAMP averages them.
     """
     sample_domain = np.asarray(sample_domain, dtype=np.int64)
     ids, first = np.unique(sample_domain, return_index=True)
     seen = ids[np.argsort(first)].tolist()
     width = max([len(domain_names), *(d + 1 for d in seen)])
-    n_of = np.bincount(sample_domain, minlength=width)
-    correct_of = np.bincount(sample_domain, weights=sample_correct, minlength=width)
+    outlier = (
+        np.zeros(len(sample_domain), dtype=bool)
+        if sample_outlier is None
+        else np.asarray(sample_outlier, dtype=bool)
+    )
+    n_of = np.bincount(sample_domain[~outlier], minlength=width)
+    n_out_of = np.bincount(sample_domain[outlier], minlength=width)
+    correct_of = np.bincount(
+        sample_domain[~outlier], weights=np.asarray(sample_correct)[~outlier], minlength=width
+    )
     member = np.zeros((len(batch_rows), width), dtype=bool)
     if batch_rows:
         lengths = [len(doms) for doms in batch_domains]
@@ -156,6 +184,9 @@ def summarize(
                     "nonfinite_loss", "recoveries", "step", "relative_cost", *CRITERIA_COLUMNS)
     }  # fmt: skip
     per_batch["adapted"] = np.array([b.get("adapted", 1) for b in batch_rows], dtype=np.float64)
+    per_batch["samples"] = per_batch["n"] + np.array(
+        [_number(b.get("n_outliers", 0)) for b in batch_rows], dtype=np.float64
+    )
     rows = []
     groups = [([d], domain_names[d], severities[d]) for d in seen]
     groups.append((seen, ALL, _common(severities[d] for d in seen)))
@@ -164,6 +195,13 @@ def summarize(
         batches = member[:, group].any(axis=1)
         row = {"domain": name, "severity": severity, "n": n, "correct": correct}
         row["error"] = 100.0 * (1 - correct / n) if n else float("nan")
+        row["n_outliers"] = int(n_out_of[group].sum())
+        if name == ALL:
+            row |= _mean_detection(rows)
+        else:
+            row |= _detection(
+                sample_score, sample_domain == group[0], outlier, 100.0 - row["error"]
+            )
         for col in STAT_COLUMNS:
             row[col] = float(np.mean(per_batch[col][batches])) if batches.any() else float("nan")
         row["nonfinite"] = int(per_batch["nonfinite"][batches].sum())
@@ -174,10 +212,30 @@ def summarize(
     return pd.DataFrame(rows)
 
 
+def _detection(
+    score: np.ndarray | None, mine: np.ndarray, outlier: np.ndarray, accuracy: float
+) -> dict[str, float]:
+    """AUROC, FPR95 and H-score of one domain's samples (NaN without outliers or scores)."""
+    if score is None or not (mine & outlier).any():
+        return dict.fromkeys(("auroc", "fpr95", "h_score"), float("nan"))
+    score = np.asarray(score)
+    s_in, s_out = score[mine & ~outlier], score[mine & outlier]
+    area = auroc(s_in, s_out)
+    return {"auroc": area, "fpr95": fpr_at_tpr(s_in, s_out), "h_score": h_score(accuracy, area)}
+
+
+def _mean_detection(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """The ``all`` row's detection metrics: means over the domains that had outliers."""
+    return {
+        key: _nanmean(np.array([r[key] for r in rows], dtype=np.float64))
+        for key in ("auroc", "fpr95", "h_score")
+    }
+
+
 def _costs(batches: dict[str, np.ndarray]) -> dict[str, Any]:
     """Forwards, backwards and method seconds per sample over ``batches`` (per-batch columns);
     the count of non-finite losses, the first step with one ("" if none), the recoveries."""
-    n = batches["n"].sum()
+    n = batches["samples"].sum()
     bad = batches["step"][batches["nonfinite_loss"] > 0]
     per_sample = {
         f"{key}_per_sample": float(batches[key].sum() / n) if n else float("nan")
@@ -193,9 +251,10 @@ def _costs(batches: dict[str, np.ndarray]) -> dict[str, Any]:
 def _protocol(batches: dict[str, np.ndarray]) -> dict[str, float]:
     """Skipped fraction (by samples), mean relative cost of the adapted batches, and the mean
     label-free criteria over ``batches`` (NaN where nothing was measured)."""
-    n = batches["n"].sum()
+    n = batches["samples"].sum()
     adapted = batches["adapted"] > 0
-    row = {"skipped_fraction": float(1 - (batches["n"] * adapted).sum() / n) if n else np.nan}
+    skipped = float(1 - (batches["samples"] * adapted).sum() / n) if n else np.nan
+    row = {"skipped_fraction": skipped}
     row["relative_cost"] = _nanmean(batches["relative_cost"][adapted])
     return row | {key: _nanmean(batches[key]) for key in CRITERIA_COLUMNS}
 
@@ -284,6 +343,7 @@ def collect(paths: Iterable[str | Path]) -> pd.DataFrame:
         *RUN_COST_COLUMNS,
         *PROTOCOL_COLUMNS,
         *CRITERIA_COLUMNS,
+        *OUTLIER_COLUMNS,
     ):
         if column in runs:
             runs[column] = pd.to_numeric(runs[column], errors="coerce")

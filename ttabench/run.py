@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -23,6 +24,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ttabench.config import list_groups
+from ttabench.data.outliers import WithOutliers, build_source
 from ttabench.data.source_data import source_data_provider
 from ttabench.errors import one_line, root_error
 from ttabench.loader import BatchLoader
@@ -94,7 +96,11 @@ def _run(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     torch.manual_seed(keys.seed)
     try:
         dataset = instantiate(cfg.dataset)
-        plan = instantiate(cfg.stream).build(dataset.domains, dataset.labels)
+        stream = instantiate(cfg.stream)
+        if stream.outliers.active:
+            source = build_source(stream.outliers.source, dataset, keys.ood_root)
+            dataset = WithOutliers(dataset, source)
+        plan = stream.build(dataset.domains, dataset.labels)
         plan.save(run_dir)
         meta |= {
             "stream_sha256": plan.sha256(),
@@ -115,7 +121,15 @@ def _run(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     try:
         with loader:
             run_stream(
-                method, loader, online, record, keys.progress, keys.amp, protocol, keys.consistency
+                method,
+                loader,
+                online,
+                record,
+                keys.progress,
+                keys.amp,
+                protocol,
+                keys.consistency,
+                keys.outlier_score,
             )
         status = _status("complete", "")
     except Exception as exc:  # recorded, not raised: a sweep goes on with its other runs
@@ -125,7 +139,7 @@ def _run(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
         raise
     finally:
         online.close()
-        if keys.save_predictions:
+        if keys.save_predictions or plan.outlier_mask().any():
             _write_predictions(run_dir, plan, record)
         # Last, so a summary that says complete implies every other file is written.
         summary = _write_summary(run_dir, plan, record, meta | memory.peaks() | status)
@@ -212,6 +226,7 @@ def build_protocol(cfg: DictConfig, method: TTAMethod, device: torch.device | st
 SHIPPED_MODELS = {
     "embedded": "embedded",
     "embedded_iabn": "embedded",
+    "embedded_8": "embedded_8_2",
     "fashion_resnet8": "fashionmnistc",
 }
 
@@ -249,18 +264,22 @@ def _overrides(cfg: DictConfig) -> list[str]:
 
 
 def _meta(cfg: DictConfig, method_defaults: str | None = None) -> dict[str, Any]:
-    """The columns every summary row carries, known before anything is built."""
+    """The columns every summary row carries, known before anything is built. A stream without
+    outliers lists no ``outliers.*`` knobs, as before they existed."""
+    outliers = cfg.stream.get("outliers") or {}
+    quiet = () if outliers.get("ratio", 0) else tuple(f"outliers.{k}" for k in outliers)
     return _choices(cfg) | {
         "seed": cfg.seed,
         "stream_seed": cfg.stream.seed,
         "batch_size": cfg.stream.batch_size,
-        "stream_params": _params(cfg.stream, skip=("_target_", "seed", "batch_size")),
+        "stream_params": _params(cfg.stream, skip=("_target_", "seed", "batch_size", *quiet)),
         "norm_params": _params(cfg.norm, skip=("_target_",)),
         "model_params": _params(cfg.model, skip=("_target_",)),
         "dataset_params": _params(cfg.dataset, skip=("_target_", "name", *NOT_RESULTS_DATASET)),
         "method_params": _params(cfg.method, skip=("_target_",), extra=method_defaults),
         "protocol_params": _params(cfg.protocol, skip=("_target_",)),
         "uses_labels": _uses_labels(cfg.protocol),
+        "outlier_score": cfg.get("outlier_score", "entropy"),
         "stream_sha256": "",
         "provenance": "",
         **{key: cfg.get(key, False) for key in EXECUTION},  # checked by run_keys
@@ -296,17 +315,17 @@ def _write_summary(
     run_dir: Path, plan: StreamPlan | None, record: StreamRecord, meta: dict[str, Any]
 ) -> pd.DataFrame:
     """Summarise what ``record`` holds so far (nothing yet: one ``all`` row with n = 0)."""
-    sample_domain = record.cat("sample_domain")
-    correct = record.cat("sample_pred") == record.cat("sample_label")
-    domains = plan.domains if plan is not None else []
+    domains, group_of = plan.inlier_groups() if plan is not None else ([], np.zeros(0, int))
     summary = summarize(
         [d.corruption for d in domains],
         [d.severity for d in domains],
-        sample_domain,
-        correct,
+        group_of[record.cat("sample_domain")],
+        record.correct(),
         record.batch_rows,
         record.batch_domains,
         meta,
+        record.cat("sample_outlier"),
+        record.cat("sample_score"),
     )
     write_csv_atomic(summary, run_dir / "summary.csv")
     return summary
@@ -318,9 +337,11 @@ def _write_predictions(run_dir: Path, plan: StreamPlan, record: StreamRecord) ->
         {
             "domain": [plan.domains[d].corruption for d in domain_ids],
             "severity": [plan.domains[d].severity for d in domain_ids],
+            "outliers": [plan.domains[d].outliers for d in domain_ids],
             "index": record.cat("sample_index"),
             "label": record.cat("sample_label"),
             "pred": record.cat("sample_pred"),
+            "score": record.cat("sample_score"),
         }
     )
     write_csv_atomic(frame, run_dir / "predictions.csv")
@@ -351,12 +372,27 @@ def _params(node: DictConfig, skip: tuple[str, ...], extra: str | None = None) -
 #: Dataset keys that say where images are cached and how many threads decode them, not which.
 NOT_RESULTS_DATASET = ("cache_dir", "workers")
 #: Run keys that do not change results (also left out of sweep directory names, run.yaml).
-NOT_RESULTS = ("device", "prefetch", "progress", "resume", "save_predictions", "threads")
+NOT_RESULTS = (
+    "device",
+    "prefetch",
+    "progress",
+    "resume",
+    "save_predictions",
+    "threads",
+    "ood_root",
+)
 
 
 #: Keys added after results were first written, with the value every older run had: a complete
 #: run whose config.yaml lacks them is the same configuration as a new one at these values.
-ADDED_KEYS = {"protocol._target_": "ttabench.protocols.Online", "consistency": False}
+ADDED_KEYS = {
+    "protocol._target_": "ttabench.protocols.Online",
+    "consistency": False,
+    "outlier_score": "entropy",
+    "stream.outliers.ratio": 0.0,
+    "stream.outliers.source": "embedded_ood",
+    "stream.outliers.mix": "interleave",
+}
 
 
 def _check_same_config(run_dir: Path, own: DictConfig) -> None:

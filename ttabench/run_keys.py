@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from ttabench.methods.base import OUTLIER_SCORES
+
 
 @dataclass(frozen=True)
 class RunKeys:
@@ -29,6 +31,8 @@ class RunKeys:
     channels_last: bool
     compile: bool
     consistency: bool
+    outlier_score: str
+    ood_root: str | None
 
 
 def run_keys(cfg: DictConfig) -> RunKeys:
@@ -46,7 +50,25 @@ def run_keys(cfg: DictConfig) -> RunKeys:
         channels_last=flag(cfg, "channels_last", False),
         compile=flag(cfg, "compile", False),
         consistency=flag(cfg, "consistency", False),
+        outlier_score=_choice(cfg, "outlier_score", OUTLIER_SCORES),
+        ood_root=_path(cfg, "ood_root"),
     )
+
+
+def _choice(cfg: DictConfig, key: str, valid: tuple[str, ...]) -> str:
+    value = cfg.get(key, valid[0])
+    if value not in valid:
+        raise ValueError(f"{key}={value!r}; valid: {', '.join(valid)}")
+    return str(value)
+
+
+def _path(cfg: DictConfig, key: str) -> str | None:
+    value = cfg.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{key} must be a path (or null), not {value!r}")
+    return value
 
 
 def flag(cfg: DictConfig, key: str, default: bool = False) -> bool:

@@ -6,7 +6,9 @@ read ahead: :mod:`ttabench.loader`), lets the evaluation protocol (:mod:`ttabenc
 ``online``: ``method(x)``) answer it, scores the argmax and appends one row to ``online.csv``.
 Non-finite logits (a diverging method) are counted and scored as wrong, never raised; so is a
 non-finite loss, with the step it happened at. Each row also carries the method's cost: samples
-forwarded and back-propagated, recoveries, and the seconds of its call.
+forwarded and back-propagated, recoveries, and the seconds of its call. Outliers in the stream
+(label -1) go through the method like every sample but never count in its accuracy (``n`` and
+``correct`` are the test set's samples); every sample's outlier score is recorded.
 """
 
 from __future__ import annotations
@@ -38,12 +40,19 @@ class StreamRecord:
     sample_index: list[np.ndarray] = field(default_factory=list)
     sample_label: list[np.ndarray] = field(default_factory=list)
     sample_pred: list[np.ndarray] = field(default_factory=list)
+    sample_outlier: list[np.ndarray] = field(default_factory=list)
+    sample_score: list[np.ndarray] = field(default_factory=list)
     batch_rows: list[dict] = field(default_factory=list)
     batch_domains: list[np.ndarray] = field(default_factory=list)
 
     def cat(self, name: str) -> np.ndarray:
         parts = getattr(self, name)
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    def correct(self) -> np.ndarray:
+        """Per sample: a test sample predicted right (an outlier never is)."""
+        outlier = self.cat("sample_outlier").astype(bool)
+        return (self.cat("sample_pred") == self.cat("sample_label")) & ~outlier
 
 
 def predictions(logits: torch.Tensor) -> np.ndarray:
@@ -76,6 +85,7 @@ def run_stream(
     amp: bool = False,
     protocol: Protocol | None = None,
     consistency: bool = False,
+    outlier_score: str = "entropy",
 ) -> None:
     """Stream ``loader``'s plan through ``method``, appending to ``online`` and ``record``.
 
@@ -89,10 +99,13 @@ def run_stream(
     ``uses_labels`` gets the labels.
     ``consistency``: also forward the batch and a soft CoTTA view of it through the state the
     batch left (not timed, not counted as the method's) for the consistency criterion.
+    ``outlier_score``: the score of methods without their own (:meth:`TTAMethod.outlier_score`).
     """
     plan = loader.plan
     stream_labels = plan.labels_of(loader.dataset.labels)
-    stats = batch_label_stats(stream_labels, plan.batch_starts)
+    outlier = plan.outlier_mask()
+    groups, group_of = plan.inlier_groups()
+    stats = batch_label_stats(stream_labels, plan.batch_starts, ~outlier)
     total = correct_so_far = 0
     warned = False
     autocast = torch.autocast(loader.device.type, dtype=torch.bfloat16, enabled=amp)
@@ -107,6 +120,7 @@ def run_stream(
             method.reset()
             protocol.reset()
         y = stream_labels[plan.batch_starts[step] : plan.batch_starts[step + 1]]
+        is_out = outlier[plan.batch_starts[step] : plan.batch_starts[step + 1]]
         labels = torch.as_tensor(y, device=x.device) if protocol.uses_labels else None
         start = time.perf_counter()
         with autocast:
@@ -125,18 +139,24 @@ def run_stream(
             what = "logits" if nonfinite else "loss"
             log.warning("non-finite %s at step %d: the method diverges; run goes on", what, step)
             warned = True
-        correct = int((pred == y).sum())
-        total, correct_so_far = total + len(y), correct_so_far + correct
-        domains = dom[:1] if dom[0] == dom[-1] and (dom == dom[0]).all() else np.unique(dom)
+        log_probs = _log_probabilities(method, answer)
+        score = method.outlier_score(log_probs, outlier_score).detach().float().cpu().numpy()
+        n_out = int(is_out.sum())
+        n_in = len(y) - n_out
+        correct = int(((pred == y) & ~is_out).sum())
+        total, correct_so_far = total + n_in, correct_so_far + correct
+        grouped = group_of[dom]
+        domains = grouped[:1] if (grouped == grouped[0]).all() else np.unique(grouped)
         single = len(domains) == 1
         row = {
             "step": step,
-            "domain": plan.domains[int(domains[0])].corruption if single else "mixed",
-            "severity": plan.domains[int(domains[0])].severity if single else "",
-            "n": len(y),
+            "domain": groups[int(domains[0])].corruption if single else "mixed",
+            "severity": groups[int(domains[0])].severity if single else "",
+            "n": n_in,
+            "n_outliers": n_out,
             "correct": correct,
-            "batch_acc": correct / len(y),
-            "cum_acc": correct_so_far / total,
+            "batch_acc": correct / n_in if n_in else "",
+            "cum_acc": correct_so_far / total if total else "",
             "n_classes": int(stats["n_classes"][step]),
             "majority_frac": float(stats["majority_frac"][step]),
             "label_entropy": float(stats["label_entropy"][step]),
@@ -146,7 +166,7 @@ def run_stream(
             "adapted": int(answer.adapted),
             "selected_step": answer.selected_step,
             "relative_cost": "" if answer.relative_cost is None else round(answer.relative_cost, 6),
-            **label_free_criteria(_log_probabilities(method, answer), pair),
+            **label_free_criteria(log_probs, pair),
             "seconds": round(seconds, 6),
         }
         online.write(row)
@@ -154,6 +174,9 @@ def run_stream(
         record.sample_index.append(batch.indices)
         record.sample_label.append(y)
         record.sample_pred.append(pred)
+        record.sample_outlier.append(is_out)
+        record.sample_score.append(score)
         record.batch_rows.append(row)
         record.batch_domains.append(domains)
-        bar.set_postfix(acc=f"{correct_so_far / total:.3f}", refresh=False)
+        if total:
+            bar.set_postfix(acc=f"{correct_so_far / total:.3f}", refresh=False)

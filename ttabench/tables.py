@@ -46,6 +46,15 @@ _INTERPOLATED_IN = ("stream", "norm")
 FLAG = "!sha"
 
 
+#: summary columns a table can show -> (what the cells are, whether lower is better)
+METRICS = {
+    "error": ("Error %", True),
+    "auroc": ("AUROC %", False),
+    "fpr95": ("FPR at 95 % TPR, %", True),
+    "h_score": ("H-score %", False),
+}
+
+
 @dataclass
 class Table:
     """Tidy cells (one row per cell) and how to lay them out.
@@ -61,6 +70,7 @@ class Table:
     notes: list[str] = field(default_factory=list)
     sets: list[str] = field(default_factory=list)
     cross: set = field(default_factory=set)
+    value: str = "error"
 
 
 def resolve_key(runs: pd.DataFrame, name: str) -> str:
@@ -115,6 +125,11 @@ def build(
         data = data[data["domain"] == domain]
     if data.empty:
         raise ValueError("no complete run matches")
+    if value in METRICS and value != "error" and not _measured(data, value):
+        raise ValueError(
+            f"no run has {value}: it measures outlier detection and needs outliers in the "
+            "stream (stream.outliers.ratio > 0)"
+        )
     asked, rows = list(rows), list(rows)
     notes = mark_labelled(data)
     for key in [*CHOICES, "batch_size", "severity", PART]:
@@ -140,11 +155,15 @@ def build(
     orders = {
         k: _order(cells[k], k, (order or {}).get(k, ()), sort.get(k)) for k in [*rows, column]
     }
-    table = Table(cells, rows, column, orders, notes)
+    table = Table(cells, rows, column, orders, notes, value=value)
     if "set" in data:
         table.sets = list(dict.fromkeys(data["set"]))
         table.cross = _cross_flags(data, [*rows, column])
     return table
+
+
+def _measured(data: pd.DataFrame, value: str) -> bool:
+    return value in data and pd.to_numeric(data[value], errors="coerce").notna().any()
 
 
 def mark_labelled(data: pd.DataFrame) -> list[str]:

@@ -8,21 +8,12 @@ Input normalisation is the model wrapper's job, never the dataset's.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
-
-class Domain(NamedTuple):
-    """One test domain: a corruption at one severity (``severity`` 0 means clean)."""
-
-    corruption: str
-    severity: int
-
-    @property
-    def name(self) -> str:
-        return f"{self.corruption}-{self.severity}"
+from ttabench.domains import Domain
 
 
 @runtime_checkable

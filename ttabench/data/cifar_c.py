@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ttabench.data.base import Domain, checked_indices
+from ttabench.data.base import checked_indices
 from ttabench.data.corruptions import COMMON_CORRUPTIONS
 from ttabench.data.corruptions.tables import ALL_CORRUPTIONS
 from ttabench.data.roots import (
@@ -36,6 +36,7 @@ from ttabench.data.roots import (
     find_dir,
     fingerprint_files,
 )
+from ttabench.domains import Domain
 
 SEVERITIES = 5
 PUBLISHED_BLOCK = 10_000  # test images per severity in the published files

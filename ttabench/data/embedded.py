@@ -9,6 +9,11 @@ Each domain is corrupted once and cached as a ``.npy`` file that is then memory-
 the rows a batch needs are read. The cache key covers the generator, the corruption code, the
 seeding scheme and the seed (and frost's textures / spatter's OpenCV for those domains), so a
 change never serves stale images.
+
+``classes=K`` makes a class split (``dataset=embedded_8_2``, as STAMP's cifar10c_8_2, Yu et al.
+ECCV 2024): the test samples of labels ``0..K-1`` are the dataset, those of the held-out
+classes ``K..9`` (``held_out_rows``) are the outliers of ``stream.outliers.source=split``.
+Both are views of the same cached arrays, so the split changes no cache file.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import torch
 
 from ttabench.atomic import save_npy
 from ttabench.data import synthetic
-from ttabench.data.base import Domain
+from ttabench.data.base import checked_indices
 from ttabench.data.corruptions import (
     available_corruptions,
     corrupt,
@@ -33,6 +38,7 @@ from ttabench.data.corruptions import (
     unavailable_reason,
 )
 from ttabench.data.roots import check_distinct
+from ttabench.domains import Domain
 
 CLEAN = "clean"  # pseudo-corruption: the clean test images (severity 0)
 _CHUNK = 1000
@@ -64,10 +70,15 @@ class EmbeddedCorruptions:
             the split's labels are a seeded permutation, so any prefix is near-balanced.
         seed: generator seed for the clean images and the corruption noise.
         cache_dir: where generated domains are cached (default ``$TTABENCH_CACHE``).
+        classes: keep only the test samples of labels ``< classes``, in dataset order
+            (``num_classes`` becomes ``classes``); the others are held out as outliers
+            (``held_out_rows``). None: all 10 classes.
     """
 
     num_classes = len(synthetic.CLASSES)
     class_names = synthetic.CLASSES
+    #: cache folder below the cache root (a subclass with other clean images has its own)
+    cache_folder = "embedded"
 
     def __init__(
         self,
@@ -77,6 +88,7 @@ class EmbeddedCorruptions:
         seed: int = 0,
         cache_dir: str | None = None,
         name: str = "embedded",
+        classes: int | None = None,
     ) -> None:
         valid = [CLEAN, *available_corruptions()]
         unknown = [c for c in corruptions if c not in valid]
@@ -93,8 +105,15 @@ class EmbeddedCorruptions:
             raise ValueError(f"severity must be in 1..5 (or a list of them), got {severity}")
         if n_per_domain is not None and n_per_domain < 1:
             raise ValueError(f"n_per_domain must be >= 1 or null, got {n_per_domain}")
+        total = len(type(self).class_names)
+        if classes is not None and classes not in range(2, total + 1):
+            raise ValueError(f"classes must be in 2..{total} or null, got {classes!r}")
+        self.classes = classes
+        if classes is not None:
+            self.num_classes, self.class_names = classes, type(self).class_names[:classes]
         self.name = name
         self.seed = seed
+        self.cache_dir = cache_dir
         self.corruptions = [c for c in corruptions if c != CLEAN]
         self.n_per_domain = n_per_domain
         self.domains = [
@@ -104,24 +123,58 @@ class EmbeddedCorruptions:
         ]
         self.code_hash = corruption_code_hash()[:16]
         key = hashlib.sha256(
-            (synthetic.fingerprint(seed) + corruption_code_hash() + _SEEDING).encode()
+            (self._clean_fingerprint() + corruption_code_hash() + _SEEDING).encode()
         ).hexdigest()[:16]
-        self.cache = cache_root(cache_dir) / "embedded" / key
+        self.cache = cache_root(cache_dir) / self.cache_folder / key
         self._tags = {c: corruption_fingerprint(c) for c in self.corruptions}
         self._arrays: dict[Domain, np.ndarray] = {}
+        self._kept: np.ndarray | None = None
 
     def labels(self, domain: Domain) -> np.ndarray:
+        if self.classes is not None:
+            return self.all_labels()[self.kept_rows()]
         return self._load(Domain(CLEAN, 0), "labels")[: self.n_per_domain].astype(np.int64)
 
     def images(self, domain: Domain, indices: np.ndarray) -> torch.Tensor:
+        if self.classes is not None:
+            kept = self.kept_rows()
+            return self.rows(domain, kept[checked_indices(indices, len(kept))])
         array = self._domain_images(domain)
         if self.n_per_domain is not None and len(indices) and indices.max() >= self.n_per_domain:
             raise IndexError(f"index beyond n_per_domain={self.n_per_domain}")
         return torch.from_numpy(np.ascontiguousarray(array[indices]))
 
+    def all_labels(self) -> np.ndarray:
+        """The labels of every row of the full test array (no class split, no ``n_per_domain``)."""
+        return self._load(Domain(CLEAN, 0), "labels").astype(np.int64)
+
+    def rows(self, domain: Domain, rows: np.ndarray) -> torch.Tensor:
+        """uint8 images of ``rows`` of the full test array of ``domain`` (the underlying rows,
+        not positions in the class split or the ``n_per_domain`` prefix)."""
+        array = self._domain_images(domain)
+        return torch.from_numpy(np.ascontiguousarray(array[checked_indices(rows, len(array))]))
+
+    def kept_rows(self) -> np.ndarray:
+        """The full array's rows this dataset serves, in order: position ``i`` of ``labels`` and
+        ``images`` is row ``kept_rows()[i]`` (labels ``< classes``, first ``n_per_domain``)."""
+        if self._kept is None:
+            labels = self.all_labels()
+            keep = labels < self.classes if self.classes is not None else np.ones(len(labels), bool)
+            self._kept = np.flatnonzero(keep)[: self.n_per_domain]
+        return self._kept
+
+    def held_out_rows(self) -> np.ndarray:
+        """The full array's rows of the held-out classes (label ``>= classes``) in dataset order,
+        all of them (``n_per_domain`` limits the kept samples only); empty without a split."""
+        if self.classes is None:
+            return np.zeros(0, dtype=np.int64)
+        return np.flatnonzero(self.all_labels() >= self.classes)
+
     def provenance(self) -> dict[str, str]:
         """``source=embedded``, generator fingerprint, profile, seed and seeding, corruption code,
-        and what frost / spatter / JPEG used (textures and hash, OpenCV, codec versions)."""
+        and what frost / spatter / JPEG used (textures and hash, OpenCV, codec versions); the
+        kept classes of a class split."""
+        split = {} if self.classes is None else {"classes": f"0-{self.classes - 1}"}
         return {
             "source": "embedded",
             "generator_fingerprint": synthetic.fingerprint(self.seed)[:16],
@@ -130,6 +183,7 @@ class EmbeddedCorruptions:
             "seeding": _SEEDING,
             "corruption_code": self.code_hash,
             **corruption_provenance(self.corruptions),
+            **split,
         }
 
     def _domain_images(self, domain: Domain) -> np.ndarray:
@@ -154,15 +208,27 @@ class EmbeddedCorruptions:
             save_npy(path, array)  # atomic: parallel runs never read a half-written file
         return np.load(path, mmap_mode="r", allow_pickle=False)
 
+    def _clean_fingerprint(self) -> str:
+        """What the clean images are a function of (part of the cache key)."""
+        return synthetic.fingerprint(self.seed)
+
+    def _clean(self) -> tuple[np.ndarray, np.ndarray]:
+        """The clean images and labels every domain corrupts."""
+        return synthetic.generate("test", self.seed)
+
+    def _generators(self, corruption: str, severity: int, indices: range) -> list:
+        """The per-sample noise generators of the corruption (spec 6.2 seeding)."""
+        return sample_generators(self.seed, corruption, severity, indices)
+
     def _generate(self, domain: Domain, what: str) -> np.ndarray:
         if domain.corruption == CLEAN:
-            images, labels = synthetic.generate("test", self.seed)
+            images, labels = self._clean()
             return labels if what == "labels" else images
         clean = torch.from_numpy(np.array(self._load(Domain(CLEAN, 0), "images")))
         out = torch.empty_like(clean)
         for start in range(0, len(clean), _CHUNK):
             stop = min(start + _CHUNK, len(clean))
             name, severity = domain.corruption, domain.severity
-            gens = sample_generators(self.seed, name, severity, range(start, stop))
+            gens = self._generators(name, severity, range(start, stop))
             out[start:stop] = corrupt(clean[start:stop], name, severity, gens)
         return out.numpy()

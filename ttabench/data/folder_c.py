@@ -26,11 +26,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ttabench.data.base import Domain, checked_indices
+from ttabench.data.base import checked_indices
 from ttabench.data.cifar_c import make_c_record
 from ttabench.data.corruptions import COMMON_CORRUPTIONS
 from ttabench.data.corruptions.tables import ALL_CORRUPTIONS
 from ttabench.data.roots import LAYOUTS, check_corruptions, check_n, check_severities, find_dir
+from ttabench.domains import Domain
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 

@@ -35,7 +35,7 @@ import torch
 from PIL import Image
 
 from ttabench.atomic import save_npy
-from ttabench.data.base import Domain, checked_indices
+from ttabench.data.base import checked_indices
 from ttabench.data.clean import CleanSet
 from ttabench.data.corruptions import (
     COMMON_CORRUPTIONS,
@@ -48,6 +48,7 @@ from ttabench.data.corruptions import (
 from ttabench.data.corruptions.tables import ALL_CORRUPTIONS
 from ttabench.data.embedded import cache_root, corruption_code_hash
 from ttabench.data.roots import check_corruptions, check_severities
+from ttabench.domains import Domain
 
 JPEG_QUALITY = 85  # make_imagenet_c.py: Image.save(..., quality=85, optimize=True)
 MAX_BATCH = 1024  # images per corrupt call up to 64 px (64 at 224 px)

@@ -184,6 +184,14 @@ class TTAMethod(nn.Module):
         otherwise): what the label-free criteria and the oracle's cross-entropy read."""
         return outputs.float().log_softmax(dim=1)
 
+    def outlier_score(self, log_probs: torch.Tensor, kind: str = "entropy") -> torch.Tensor:
+        """Per-sample in-distribution score of the output whose log-probabilities are
+        ``log_probs`` (higher: more like a known class), for the outlier metrics. STAMP scores
+        every baseline by ``entropy`` (the negative entropy of the prediction); ``msp`` is the
+        maximum softmax probability (Hendrycks & Gimpel 2017). A method with a score of its
+        own (STAMP) overrides this and ignores ``kind``."""
+        return outlier_score(log_probs, kind)
+
     def snapshot(self) -> dict[str, Any]:
         """Everything the method has learned so far (weights, statistics, optimizer moments,
         memories, random streams), for :meth:`restore`; costs are not part of it."""
@@ -275,6 +283,20 @@ class TTAMethod(nn.Module):
             return optim(params)
         except (ValueError, TypeError) as exc:  # torch's own checks: "Invalid learning rate"
             raise ValueError(f"method.optim: {exc}") from None
+
+
+#: the ``outlier_score`` run key's choices
+OUTLIER_SCORES = ("entropy", "msp")
+
+
+def outlier_score(log_probs: torch.Tensor, kind: str = "entropy") -> torch.Tensor:
+    """Negative entropy (``entropy``) or maximum probability (``msp``) of each row."""
+    log_probs = log_probs.float()
+    if kind == "msp":
+        return log_probs.max(dim=1).values.exp()
+    if kind != "entropy":
+        raise ValueError(f"outlier_score={kind!r}; valid: {', '.join(OUTLIER_SCORES)}")
+    return (log_probs.exp() * log_probs).nan_to_num(0.0, posinf=0.0, neginf=0.0).sum(dim=1)
 
 
 def _device_of(model: nn.Module) -> torch.device:

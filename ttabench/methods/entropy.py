@@ -74,6 +74,25 @@ def norm_affine(
     return found
 
 
+def sam_ascent(
+    params: list[nn.Parameter], rho: float, optimizer: torch.optim.Optimizer
+) -> list[torch.Tensor]:
+    """SAM's first step (Foret et al. 2021; ``sam.py`` of SAR and STAMP): theta += rho g /
+    (||g||_2 + 1e-12), ||g|| over all trained tensors; returns the weights to restore before
+    the base optimizer steps with the gradients of the second pass (cleared here for it)."""
+    saved = [p.detach().clone() for p in params]
+    grads = [p.grad for p in params if p.grad is not None]
+    if grads:
+        norm = torch.linalg.vector_norm(torch.stack([g.norm(2) for g in grads]), 2)
+        scale = rho / (norm + 1e-12)
+        with torch.no_grad():
+            for p in params:
+                if p.grad is not None:
+                    p.add_(p.grad * scale)
+    optimizer.zero_grad()
+    return saved
+
+
 def _is_2d_ln_gn(module: nn.Module) -> bool:
     if isinstance(module, NormLayer | nn.LayerNorm | nn.GroupNorm):
         return True

@@ -30,7 +30,13 @@ import torch
 from torch import nn
 
 from ttabench.methods.base import TTAMethod, knob
-from ttabench.methods.entropy import ln_c_fraction, name_patterns, norm_affine, softmax_entropy
+from ttabench.methods.entropy import (
+    ln_c_fraction,
+    name_patterns,
+    norm_affine,
+    sam_ascent,
+    softmax_entropy,
+)
 from ttabench.norms.base import statistics_frozen
 
 log = logging.getLogger(__name__)
@@ -94,7 +100,7 @@ class SAR(TTAMethod):
         entropy = softmax_entropy(logits)
         reliable = torch.nonzero(entropy < self.e0).flatten()
         self.backward(_mean_or_zero(entropy[reliable]), len(reliable))
-        saved = self._sam_ascent(params)
+        saved = sam_ascent(params, self.rho, self.optimizer)
         with statistics_frozen(self.model):  # the same batch again: no second stats update
             entropy2 = softmax_entropy(self.model(x))[reliable]
         kept = entropy2[entropy2 < self.e0]
@@ -115,21 +121,6 @@ class SAR(TTAMethod):
         if self.loss_ema is not None and self.loss_ema < self.reset_constant:
             self._recover()
         return logits.detach()
-
-    def _sam_ascent(self, params: list[nn.Parameter]) -> list[torch.Tensor]:
-        """theta += rho g / (||g||_2 + 1e-12), ||g|| over all trained tensors (SAM's first
-        step); returns the weights to restore. Gradients are cleared for the second pass."""
-        saved = [p.detach().clone() for p in params]
-        grads = [p.grad for p in params if p.grad is not None]
-        if grads:
-            norm = torch.linalg.vector_norm(torch.stack([g.norm(2) for g in grads]), 2)
-            scale = self.rho / (norm + 1e-12)
-            with torch.no_grad():
-                for p in params:
-                    if p.grad is not None:
-                        p.add_(p.grad * scale)
-        self.optimizer.zero_grad()
-        return saved
 
     def _recover(self) -> None:
         """Back to the source weights (SAR Sec. 4, model recovery); see ``recovery``."""

@@ -64,9 +64,10 @@ class OracleSelection(Protocol):
 
 
 def _score(log_probs: torch.Tensor, y: torch.Tensor) -> tuple[int, float]:
-    """(correct, -cross-entropy): larger is better; non-finite rows are wrong and lose ties."""
+    """(correct, -cross-entropy): larger is better; non-finite rows are wrong and lose ties.
+    Outliers (label -1) have no class to be right about: only the test samples are scored."""
     log_probs = log_probs.detach().float()
     finite = torch.isfinite(log_probs).all(dim=1)
     correct = int(((log_probs.argmax(dim=1) == y) & finite).sum())
-    loss = float(F.nll_loss(log_probs, y))
+    loss = float(F.nll_loss(log_probs, y, ignore_index=-1))
     return correct, -loss if math.isfinite(loss) else -math.inf

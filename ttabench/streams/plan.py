@@ -10,6 +10,8 @@ key                dtype        meaning
 ``format``         str          ``"ttabench-stream-v1"``
 ``corruptions``    str (D,)     domain table: corruption of domain id d
 ``severities``     int64 (D,)   domain table: severity of domain id d
+``outliers``       str (D,)     domain table: outlier source of domain id d ("": the test
+                                set's own; absent in files of streams without outliers)
 ``domain_ids``     int64 (N,)   domain id of every stream position
 ``indices``        int64 (N,)   index of the sample within its domain's dataset
 ``batch_starts``   int64 (B+1)  batch b is positions ``batch_starts[b]:batch_starts[b+1]``
@@ -29,7 +31,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..data.base import Domain
+from ..domains import Domain
 
 FORMAT = "ttabench-stream-v1"
 FILENAME = "stream.npz"
@@ -63,7 +65,7 @@ class StreamPlan:
     resets: np.ndarray
 
     def __post_init__(self) -> None:
-        table = [Domain(str(d[0]), int(d[1])) for d in self.domains]
+        table = [Domain(str(d[0]), int(d[1]), *(str(o) for o in d[2:3])) for d in self.domains]
         arrays = {
             "domain_ids": np.asarray(self.domain_ids, dtype=np.int64),
             "indices": np.asarray(self.indices, dtype=np.int64),
@@ -110,6 +112,22 @@ class StreamPlan:
             out[mask] = np.asarray(labels(domain))[self.indices[mask]]
         return out
 
+    def outlier_mask(self) -> np.ndarray:
+        """True at every stream position that holds an outlier (a sample of an outlier
+        source, label -1), False at the test set's own samples."""
+        flags = np.array([d.is_outlier for d in self.domains], dtype=bool)
+        return flags[self.domain_ids] if len(self) else np.zeros(0, dtype=bool)
+
+    def inlier_groups(self) -> tuple[list[Domain], np.ndarray]:
+        """The test set's domains in order of first appearance in the table, and for every
+        domain id the position of its group: an outlier domain belongs to the test set's
+        domain under the same corruption and severity (results are reported per group)."""
+        groups: dict[Domain, int] = {}
+        for d in self.domains:
+            groups.setdefault(d.inlier(), len(groups))
+        group_of = np.array([groups[d.inlier()] for d in self.domains], dtype=np.int64)
+        return list(groups), group_of
+
     def batch_of(self) -> np.ndarray:
         """Batch number of every stream position."""
         return np.repeat(np.arange(self.n_batches, dtype=np.int64), np.diff(self.batch_starts))
@@ -118,11 +136,13 @@ class StreamPlan:
         """SHA-256 over a canonical encoding of the domain table and all arrays.
 
         Encoding: a format tag, the domain table as compact JSON ``[[corruption, severity],
-        ...]``, then each of domain_ids, indices, batch_starts (little-endian int64) and resets
-        (one byte each), every field prefixed with its byte length.
+        ...]`` (an outlier domain as ``[corruption, severity, source]``), then each of
+        domain_ids, indices, batch_starts (little-endian int64) and resets (one byte each),
+        every field prefixed with its byte length.
         """
         h = hashlib.sha256()
-        table = json.dumps([list(d) for d in self.domains], separators=(",", ":"))
+        rows = [list(d) if d.outliers else list(d[:2]) for d in self.domains]
+        table = json.dumps(rows, separators=(",", ":"))
         fields = [
             FORMAT.encode(),
             table.encode(),
@@ -154,6 +174,11 @@ class StreamPlan:
             format=np.array(FORMAT),
             corruptions=np.array([d.corruption for d in self.domains], dtype=str),
             severities=np.array([d.severity for d in self.domains], dtype=np.int64),
+            **(
+                {"outliers": np.array([d.outliers for d in self.domains], dtype=str)}
+                if any(d.outliers for d in self.domains)
+                else {}
+            ),
             domain_ids=self.domain_ids,
             indices=self.indices,
             batch_starts=self.batch_starts,
@@ -175,8 +200,9 @@ class StreamPlan:
         with np.load(path, allow_pickle=False) as f:
             if str(f["format"]) != FORMAT:
                 raise ValueError(f"{path}: not a {FORMAT} file")
-            table = zip(f["corruptions"], f["severities"], strict=True)
-            domains = [Domain(str(c), int(s)) for c, s in table]
+            sources = f["outliers"] if "outliers" in f.files else [""] * len(f["corruptions"])
+            table = zip(f["corruptions"], f["severities"], sources, strict=True)
+            domains = [Domain(str(c), int(s), str(o)) for c, s, o in table]
             plan = cls(domains, f["domain_ids"], f["indices"], f["batch_starts"], f["resets"])
             stored = str(f["sha256"])
         if plan.sha256() != stored:

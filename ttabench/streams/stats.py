@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..data.base import Domain
+from ..domains import Domain
 from .plan import StreamPlan
 
 
@@ -35,18 +35,30 @@ def label_stats(labels: np.ndarray) -> dict[str, float]:
     }
 
 
-def batch_label_stats(labels: np.ndarray, batch_starts: np.ndarray) -> dict[str, np.ndarray]:
+def batch_label_stats(
+    labels: np.ndarray, batch_starts: np.ndarray, keep: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """:func:`label_stats` of every batch at once (vectorised; no loop over batches).
 
     Args:
         labels: Label of every stream position.
         batch_starts: Batch boundaries (length ``n_batches + 1``, no empty batch).
+        keep: Positions to count (the test set's samples: outliers say nothing of the label
+            ordering); a batch with none kept gets zeros.
 
     Returns:
         Arrays of length ``n_batches``: ``n_classes``, ``majority_frac``, ``label_entropy``.
     """
     labels = np.asarray(labels)
     starts = np.asarray(batch_starts, dtype=np.int64)
+    if keep is not None and not np.all(keep):
+        kept = np.add.reduceat(np.asarray(keep, dtype=np.int64), starts[:-1])
+        some = kept > 0
+        inner = batch_label_stats(labels[keep], np.r_[0, np.cumsum(kept[some])])
+        out = {k: np.zeros(len(kept), dtype=v.dtype) for k, v in inner.items()}
+        for k, v in inner.items():
+            out[k][some] = v
+        return out
     sizes = np.diff(starts)
     n_batches = len(sizes)
     _, compact = np.unique(labels, return_inverse=True)
@@ -75,7 +87,7 @@ def mean_run_length(labels: np.ndarray) -> float:
 def plan_stats(plan: StreamPlan, labels: Callable[[Domain], np.ndarray]) -> dict[str, np.ndarray]:
     """Per-batch statistics of a plan: :func:`batch_label_stats` plus ``n_domains``."""
     y = plan.labels_of(labels)
-    stats = batch_label_stats(y, plan.batch_starts)
+    stats = batch_label_stats(y, plan.batch_starts, ~plan.outlier_mask())
     stats["n_domains"] = batch_label_stats(plan.domain_ids, plan.batch_starts)["n_classes"]
     return stats
 
@@ -87,10 +99,12 @@ def summarize(plan: StreamPlan, labels: Callable[[Domain], np.ndarray]) -> dict[
     ``drop_last`` would produce them.
     """
     y = plan.labels_of(labels)
-    per_batch = batch_label_stats(y, plan.batch_starts)
+    inliers = ~plan.outlier_mask()
+    per_batch = batch_label_stats(y, plan.batch_starts, inliers)
     per_batch["n_domains"] = batch_label_stats(plan.domain_ids, plan.batch_starts)["n_classes"]
     out: dict[str, float] = {"samples": float(len(plan)), "batches": float(plan.n_batches)}
     out.update({k: float(np.mean(v)) for k, v in per_batch.items()})
-    out["run_length"] = mean_run_length(y)
+    out["run_length"] = mean_run_length(y[inliers])
+    out["outliers"] = float((~inliers).sum())
     out["resets"] = float(plan.resets.sum())
     return out

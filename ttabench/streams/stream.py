@@ -26,12 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from ..data.base import Domain
+from ..domains import Domain
 from . import _plugins, orderings, schedules
+from .outliers import Outliers, add_outliers
 from .plan import StreamPlan
 
-# Purpose tags mixed into the seed, so the subsample of a domain and its order are independent.
-_ORDER, _SUBSAMPLE = 0, 1
+# Purpose tags mixed into the seed, so the subsample of a domain, its order and the placement of
+# its outliers are independent.
+_ORDER, _SUBSAMPLE, _OUTLIERS = 0, 1, 2
 
 
 class Stream:
@@ -63,6 +65,8 @@ class Stream:
             subset of each domain, the same in every schedule and for every domain with the
             same labels (all corruptions of one test set), like Doebler's ``NUM_EX``;
             ``imbalanced`` draws ``n_samples`` per pooled domain with replacement (SAR: 100000).
+        outliers: ``{ratio, source, mix}``: outliers mixed into every visit
+            (:mod:`ttabench.streams.outliers`); ``ratio`` 0 (default) adds none.
         **extra: Knobs of orderings or schedules added as plugins; each must be a parameter of
             some ordering or schedule.
 
@@ -84,6 +88,7 @@ class Stream:
         imbalance_ratio: float = 500000.0,
         rho: float = 0.9,
         n_samples: int | None = None,
+        outliers: Any = None,
         **extra: Any,
     ) -> None:
         self._visits = schedules.get(domains)
@@ -92,6 +97,8 @@ class Stream:
         self.batch_size = _integer("batch_size", batch_size, 1)
         self.seed = _integer("seed", seed, 0)
         self.n_samples = None if n_samples is None else _integer("n_samples", n_samples, 1)
+        self.outliers = Outliers.from_knob(outliers)
+        self.outliers.check_ordering(labels)
         self.knobs: dict[str, Any] = {
             "delta": _real("delta", delta, lambda v: v > 0, "> 0 (labels=sorted is the limit)"),
             "min_chunk": _integer("min_chunk", min_chunk, 0),
@@ -113,7 +120,8 @@ class Stream:
     def config(self) -> dict[str, Any]:
         """All knobs as a flat dict (for logging next to results)."""
         base = {"domains": self.domains, "labels": self.labels, "batch_size": self.batch_size}
-        return base | {"seed": self.seed, "n_samples": self.n_samples} | self.knobs
+        mixed = {f"outliers.{k}": v for k, v in vars(self.outliers).items()}
+        return base | {"seed": self.seed, "n_samples": self.n_samples} | self.knobs | mixed
 
     def __repr__(self) -> str:
         return "Stream(" + ", ".join(f"{k}={v!r}" for k, v in self.config().items()) + ")"
@@ -132,6 +140,8 @@ class Stream:
             The batched order of (domain, index) pairs. The domain table lists domains in
             order of first visit. A pooled visit (``mixed``) presents its pool to the ordering
             in "dataset order" with domains interleaved (index 0 of every domain, then 1, ...).
+            With ``outliers``, ``labels`` must also answer for the outlier domains
+            ``Domain(corruption, severity, source)``; they follow their domain in the table.
 
         Raises:
             ValueError: No domains, a domain without samples or with non-integer labels,
@@ -171,12 +181,18 @@ class Stream:
                 knobs["length"] = per_domain * len(visit.domains) or len(pool_y)
             pos = _plugins.call(self._order, (pool_y, rng), knobs)
             pos = _check_order(np.asarray(pos), len(pool_y), with_replacement, self.labels)
+            visit_ids, visit_idx = pool_ids[pos], pool_idx[pos]
+            if self.outliers.active:
+                rng_out = self._generator(key, seen[key] - 1, _OUTLIERS)
+                visit_ids, visit_idx = add_outliers(
+                    self.outliers, visit.domains, visit_ids, visit_idx, table, labels, rng_out
+                )
             n0 = starts[-1]
-            cuts = np.arange(self.batch_size, len(pos), self.batch_size) + n0
-            starts.extend(cuts.tolist() + [n0 + len(pos)])
+            cuts = np.arange(self.batch_size, len(visit_ids), self.batch_size) + n0
+            starts.extend(cuts.tolist() + [n0 + len(visit_ids)])
             resets.extend([visit.reset] + [False] * len(cuts))
-            ids.append(pool_ids[pos])
-            idx.append(pool_idx[pos])
+            ids.append(visit_ids)
+            idx.append(visit_idx)
         return StreamPlan(list(table), np.concatenate(ids), np.concatenate(idx), starts, resets)
 
     def _pool(

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from ...data.base import Domain
+from ...domains import Domain
 from .._plugins import available, load
 
 

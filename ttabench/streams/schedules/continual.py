@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ...data.base import Domain
+from ...domains import Domain
 from . import Visit
 
 

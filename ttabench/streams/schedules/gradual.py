@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ...data.base import Domain
+from ...domains import Domain
 from . import Visit
 
 RAMP = (1, 2, 3, 4, 5, 4, 3, 2, 1)
