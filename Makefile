@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= outputs/demo
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-slow lint format pretrain pretrain-iabn clean bench
+.PHONY: help install demo test test-slow lint format pretrain pretrain-iabn pretrain-c8 clean bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -48,7 +48,7 @@ pretrain: $(STAMP) ## retrain the shipped embedded model (writes ttabench/models
 clean: ## remove run outputs and caches (not the venv)
 	rm -rf outputs build *.egg-info .pytest_cache .ruff_cache
 
-.PHONY: reference reference-quick reference-methods reference-memory reference-fashion reference-protocols reference-sensitivity
+.PHONY: reference reference-quick reference-methods reference-memory reference-fashion reference-protocols reference-sensitivity reference-outliers
 reference: $(STAMP) ## regenerate results/ (reference grid: hours on 2 CPU cores; rerun to resume)
 	$(PY) scripts/reference_results.py --launcher joblib --n-jobs 2
 
@@ -66,6 +66,12 @@ reference-protocols: $(STAMP) ## methods x protocols (online, episodic, oracle_s
 
 reference-sensitivity: $(STAMP) ## TENT's learning-rate sweep, test and held-out corruptions, into results/sensitivity/
 	$(PY) scripts/reference_results.py --grid sensitivity --launcher joblib --n-jobs 2
+
+reference-outliers: $(STAMP) ## source, bn, tent, eata, sar, rotta, stamp with 20 % outliers and without, into results/outliers/ (rerun to resume)
+	$(PY) scripts/reference_results.py --grid outliers --launcher joblib --n-jobs 2
+
+pretrain-c8: $(STAMP) ## retrain the 8-class embedded model of the class split (dataset=embedded_8_2)
+	$(VENV)/bin/ttabench pretrain --classes 8 --out ttabench/models/weights/embedded_resnet8_c8.pt
 
 pretrain-iabn: $(STAMP) ## retrain the embedded model's IABN twin (for NOTE's official protocol)
 	$(VENV)/bin/ttabench pretrain --norm iabn --out ttabench/models/weights/embedded_resnet8_iabn.pt

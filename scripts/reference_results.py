@@ -43,6 +43,13 @@ dirichlet (delta 0.1)} x the three seeds (the first four also under ``compute_aw
 on ``dataset.n_per_domain`` images (default 1000) of every embedded corruption, into
 ``outputs/reference_protocols/runs`` and ``results/protocols/`` (block ``protocols:begin/end``).
 
+``--grid outliers`` runs the outliers grid (issue "Outliers"): {source, bn, tent, eata, sar,
+rotta, stamp} on their default norms x streams {iid, dirichlet (delta 0.1)} x the three seeds,
+each with 20 % outliers (``stream.outliers.ratio=0.2``, the embedded unseen shapes, STAMP's
+2,500 per 10,000) and without (ratio 0), on ``dataset.n_per_domain`` images (default 500) of
+every embedded corruption, into ``outputs/reference_outliers/runs`` and ``results/outliers/``
+(ID error, AUROC, H-score, FPR95 tables and the effect of the outliers on the ID error).
+
 ``--grid sensitivity`` runs TENT's learning-rate sweep (``+sweep=sensitivity_lr``: 7 values x
 {iid, dirichlet} x 3 seeds) on the 15 test corruptions and on the four held-out ones
 (``HELDOUT``), into ``outputs/reference_sensitivity/{test,heldout}`` and
@@ -77,7 +84,7 @@ from ttabench import plot  # noqa: E402
 from ttabench.compare import caption, render, unfinished  # noqa: E402
 from ttabench.results import collect  # noqa: E402
 from ttabench.sensitivity import sensitivity_table  # noqa: E402
-from ttabench.tables import build, configurations, select  # noqa: E402
+from ttabench.tables import build, configurations, select, side_by_side  # noqa: E402
 
 METHODS = ("source", "bn", "alpha", "ema", "rbn", "unmix")
 STREAMS = ("iid", "dirichlet", "sorted", "continual", "ptta", "mixed", "mixed_dirichlet")
@@ -325,6 +332,33 @@ def write_protocol_tables(runs, out: Path) -> dict[str, str]:
     return texts
 
 
+def write_outlier_tables(runs, out: Path) -> dict[str, str]:
+    """With 20 % outliers: ID error, AUROC, FPR95 and H-score by method and stream; and the ID
+    error with outliers against the same streams without them, to ``out/tables/``."""
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    ratio = pd.to_numeric(runs["stream.outliers.ratio"], errors="coerce").fillna(0)
+    mixed, plain = runs[ratio > 0], runs[ratio == 0]
+    texts = {
+        f"outliers_{metric}.md": _markdown(mixed, ["method"], "stream", OUTLIER_ORDER, metric)
+        for metric in ("error", "auroc", "h_score", "fpr95")
+    }
+    try:
+        table = side_by_side(
+            mixed, plain, ["20% outliers", "none"], rows=["method"], column="stream",
+            order=OUTLIER_ORDER,
+        )  # fmt: skip
+        notes = "".join(f"\n- {n}" for n in table.notes)
+        texts["outliers_effect.md"] = (
+            f"ID error % with 20 % outliers and without (Δ = with - without; mean ± std over "
+            f"seeds; outliers never count in the error)\n\n{render(table, 'markdown')}{notes}"
+        )
+    except ValueError as exc:
+        texts["outliers_effect.md"] = f"no table: {exc}"
+    for name, text in texts.items():
+        (out / "tables" / name).write_text(text + "\n")
+    return texts
+
+
 def protocol_cost_table(runs) -> str:
     """Per method and protocol (mean over streams and seeds): forwards and backwards per sample,
     the share of samples answered without the method, its measured cost ratio, ms per sample."""
@@ -438,10 +472,10 @@ def _from_root(out: Path) -> Path:
     return path.relative_to(ROOT) if ROOT in path.parents else path
 
 
-def _markdown(runs, rows: list[str], column: str, order: dict = ORDER) -> str:
+def _markdown(runs, rows: list[str], column: str, order: dict = ORDER, value: str = "error") -> str:
     """Caption, Markdown table and notes, as `ttabench compare --format markdown` prints them."""
     try:
-        table = build(runs, rows=rows, column=column, order=order)
+        table = build(runs, rows=rows, column=column, order=order, value=value)
     except ValueError as exc:  # e.g. every run of the block failed
         return f"no table: {exc}" + "".join(f"\n- {n}" for n in unfinished(runs))
     notes = "".join(f"\n- {note}" for note in [*table.notes, *unfinished(runs)])
@@ -482,8 +516,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--n-per-domain",
         type=int,
-        help="--grid methods / memory / fashion / protocols / sensitivity: images per domain "
-        "[2000 / 300 / 500 / 1000 / 1000]",
+        help="--grid methods / memory / fashion / protocols / sensitivity / outliers: images "
+        "per domain [2000 / 300 / 500 / 1000 / 1000 / 500]",
     )
     args = parser.parse_args(argv)
     if args.reuse is not None and args.grid != "norms":
@@ -536,6 +570,7 @@ def main(argv: list[str] | None = None) -> int:
             "memory": write_memory_tables,
             "fashion": write_fashion_tables,
             "protocols": write_protocol_tables,
+            "outliers": write_outlier_tables,
         }
         texts = writer.get(args.grid, write_method_tables)(rel, out)
         command += f" --grid {args.grid} --n-per-domain {args.n_per_domain}"
@@ -551,9 +586,11 @@ def main(argv: list[str] | None = None) -> int:
             "memory": ("Memory and teacher methods", "memory_"),
             "fashion": ("Fashion-MNIST-C: the real-image offline benchmark", "fashion_streams"),
             "protocols": ("Evaluation protocols", "protocols_"),
+            "outliers": ("Outliers in the stream", "outliers_"),
         }.get(args.grid, ("Adapting methods", "methods_"))
         write_readme(out, texts, [], command, readme, markers, heading, prefix)
-        print(next(text for name, text in texts.items() if name.endswith("costs.md")))
+        shown = [text for name, text in texts.items() if name.endswith(("costs.md", "effect.md"))]
+        print(shown[0] if shown else "")
         figures = []
     else:
         texts = write_tables(rel, out)

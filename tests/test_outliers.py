@@ -322,3 +322,28 @@ def test_stamp_runs_with_outliers_end_to_end(tmp_path):
                    "method.n_views=2")  # fmt: skip
     assert summary["status"].iloc[-1] == "complete"
     assert summary["auroc"].iloc[-1] > 50
+
+
+def test_compare_and_plot_show_the_outlier_metrics(tmp_path, capsys):
+    from ttabench import compare, plot
+
+    for method in ("source", "bn"):
+        _run(tmp_path / "runs", method, f"method={method}", "stream.outliers.ratio=0.2")
+    assert compare.main([str(tmp_path / "runs"), "--metric", "auroc", "--format", "csv"]) == 0
+    cells = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out))
+    summaries = pd.concat(pd.read_csv(p) for p in (tmp_path / "runs").rglob("summary.csv"))
+    every = summaries[summaries["domain"] == "all"].set_index("method")["auroc"]
+    assert dict(zip(cells["method"], cells["mean"], strict=True)) == pytest.approx(
+        every.to_dict(), abs=1e-3
+    )
+    assert compare.main([str(tmp_path / "runs"), "--metric", "h_score"]) == 0
+    table = capsys.readouterr().out
+    h = summaries[summaries["domain"] == "all"].set_index("method")["h_score"]
+    best = h.idxmax()  # the highest H-score is marked, not the lowest
+    assert table.startswith("H-score %") and any(
+        line.startswith(best) and "*" in line for line in table.splitlines()
+    )
+    out = tmp_path / "figs"
+    args = [str(tmp_path / "runs"), "--kind", "corruption", "--metric", "auroc", "--out", str(out)]
+    assert plot.main(args) == 0
+    assert list(out.glob("corruption*.png"))
