@@ -16,6 +16,7 @@ from ttabench.data.outliers.noise import GaussianNoise
 from ttabench.domains import Domain
 from ttabench.methods.base import MethodContext, outlier_score
 from ttabench.methods.stamp import STAMP, BalancedMemory
+from ttabench.methods.stamp import _log as stamp_log
 from ttabench.models.embedded import load_embedded
 from ttabench.norms.bn import BatchStatsNorm
 from ttabench.outlier_metrics import auroc, fpr_at_tpr, h_score
@@ -343,7 +344,28 @@ def test_compare_and_plot_show_the_outlier_metrics(tmp_path, capsys):
     assert table.startswith("H-score %") and any(
         line.startswith(best) and "*" in line for line in table.splitlines()
     )
+    _run(tmp_path / "plain", "bn", "method=bn")  # the same stream without outliers
+    both = [str(tmp_path / "runs"), str(tmp_path / "plain")]
+    assert compare.main([*both, "--rows", "method,stream", "--format", "csv"]) == 0
+    cells = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out))
+    assert set(cells["stream"]) == {"iid (outliers.ratio=0.0)", "iid (outliers.ratio=0.2)"}
     out = tmp_path / "figs"
-    args = [str(tmp_path / "runs"), "--kind", "corruption", "--metric", "auroc", "--out", str(out)]
+    args = [*both, "--kind", "corruption", "--metric", "auroc", "--out", str(out)]
     assert plot.main(args) == 0
-    assert list(out.glob("corruption*.png"))
+    assert len(list(out.glob("corruption*.png"))) == 1  # the run without outliers is not drawn
+
+
+def test_stamp_predict_changes_nothing_and_its_output_stays_finite():
+    a, b = _stamp(alpha=1.0, n_views=2), _stamp(alpha=1.0, n_views=2)
+    x1, x2 = torch.rand(16, 3, 32, 32), torch.rand(16, 3, 32, 32)
+    a(x1), b(x1)
+    a.predict(x2)  # a criterion's call: same views drawn afterwards, memory untouched
+    assert torch.equal(a(x2), b(x2)) and len(a.memory) == len(b.memory)
+    underflow = torch.tensor([[1.0, 0.0, 0.0]])  # a class whose mean probability is 0
+    assert torch.isfinite(stamp_log(underflow)).all() and stamp_log(underflow).argmax() == 0
+
+
+def test_a_model_for_other_classes_is_refused(tmp_path):
+    summary = _run(tmp_path, "w", "dataset=embedded_8_2", "model=embedded")
+    assert summary["status"].iloc[-1] == "failed"
+    assert "outputs 10 classes but dataset embedded_8_2 has 8" in summary["message"].iloc[-1]

@@ -87,6 +87,9 @@ def _run(argv: list[str]) -> int:
             )
             sys.exit(2 if isinstance(exc, bad_input) else 1)
         columns = ["domain", "severity", "n", "error", "status"]
+        if "n_outliers" in summary and summary["n_outliers"].fillna(0).gt(0).any():
+            columns[3:3] = ["n_outliers"]
+            columns[5:5] = ["auroc", "fpr95", "h_score"]  # after error: ID error, then detection
         print(summary[columns].to_string(index=False, float_format="%.2f"))
         print(f"results: {HydraConfig.get().runtime.output_dir}")
         if HydraConfig.get().mode == RunMode.RUN and summary["status"].iloc[-1] != "complete":

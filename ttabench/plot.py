@@ -274,7 +274,8 @@ def _as_float(value) -> float:
 
 def _metric(runs: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, str]:
     """``runs`` with ``metric``'s values in the ``error`` column the figures read, and the axis
-    label; an error when no run measured it (outlier metrics need outliers in the stream)."""
+    label, without the runs that did not measure it (no outliers in their stream); an error
+    when none did."""
     if metric not in METRICS:
         raise ValueError(f"--metric {metric!r}; valid: {', '.join(METRICS)}")
     if metric == "error":
@@ -283,7 +284,7 @@ def _metric(runs: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, str]:
     if values.isna().all():
         raise ValueError(f"no run has {metric}: it needs outliers in the stream "
                          "(stream.outliers.ratio > 0)")  # fmt: skip
-    return runs.assign(error=values), METRICS[metric][0]
+    return runs.assign(error=values)[values.notna()], METRICS[metric][0]  # runs that measured it
 
 
 def _over_seeds(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:

@@ -72,6 +72,13 @@ VOLATILE_COLUMNS = ("seconds", "seconds_per_sample", *RUN_COST_COLUMNS)
 ALL = "all"  # the summary row over every sample of the stream
 
 
+#: Knobs a run's ``<group>_params`` may lack (it predates them, or leaves them out at their
+#: default: a stream without outliers lists no ``outliers.*``), with the value it ran at.
+KNOB_DEFAULTS = {
+    "stream.outliers.ratio": "0.0",
+    "stream.outliers.source": "embedded_ood",
+    "stream.outliers.mix": "interleave",
+}
 #: ``<group>_params`` columns, expanded by :func:`collect` into ``<group>.<key>`` columns.
 PARAM_GROUPS = ("stream", "norm", "model", "dataset", "method", "protocol")
 
@@ -332,6 +339,9 @@ def collect(paths: Iterable[str | Path]) -> pd.DataFrame:
         if column in runs:
             params = pd.DataFrame([parse_params(t) for t in runs[column]], index=runs.index)
             runs = runs.join(params.add_prefix(f"{group}.").fillna(""))
+    for key, default in KNOB_DEFAULTS.items():  # runs that predate a knob ran at its default
+        if key in runs:
+            runs[key] = runs[key].replace("", default)
     numeric = ("n", "correct", "error", "seed", "stream_seed", "batch_size", "nonfinite")
     for column, default in (("protocol", "online"), ("uses_labels", "False")):  # older runs
         runs[column] = (

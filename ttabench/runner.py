@@ -126,6 +126,12 @@ def run_stream(
         with autocast:
             answer = protocol(method, x, labels)
         logits = answer.logits
+        if logits.shape[-1] != loader.dataset.num_classes:
+            raise ValueError(
+                f"the model outputs {logits.shape[-1]} classes but dataset "
+                f"{loader.dataset.name} has {loader.dataset.num_classes}: choose the model "
+                "trained for it (dataset=embedded_8_2: model=embedded_8)"
+            )
         pred = predictions(logits)  # syncs the device
         seconds = time.perf_counter() - start - answer.overhead_seconds
         nonfinite = int((pred < 0).sum())

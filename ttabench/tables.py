@@ -265,7 +265,7 @@ def _refine(data: pd.DataFrame, group: str, axes: list[str]) -> tuple[pd.Series,
             )
             name = f"{value} ({text})" if text else str(value)
             label[part.index] = name
-            sort[name] = (str(value), tuple(as_number(v) for v in combo))
+            sort[name] = (str(value), tuple(_sortable(v) for v in combo))
     return label, sort
 
 
@@ -310,6 +310,12 @@ def _order(values: pd.Series, key: str, explicit: Sequence[str], sort: dict | No
         )
 
     return sorted(seen, key=rank_of)
+
+
+def _sortable(value) -> tuple[bool, float | str]:
+    """A sort key that orders numbers among themselves, then text (never compares the two)."""
+    number = as_number(value)
+    return (isinstance(number, str), number)
 
 
 def as_number(value) -> float | str:

@@ -53,7 +53,7 @@ def apply_dataset_defaults(cfg: DictConfig, overrides: Sequence[str]) -> str | N
                 del node[leaf]
         del method[TABLE]
     check_optimizer(method.get("optim"))
-    if entry is None and name != "embedded":
+    if entry is None and not name.startswith("embedded"):  # embedded_8_2: the same benchmark
         log.warning(
             "no official defaults of this method for dataset=%s: using the embedded "
             "benchmark's (the method YAML's top level)",

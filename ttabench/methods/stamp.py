@@ -38,10 +38,17 @@ from torch import nn
 from ttabench.methods.augment import CoTTAAugment
 from ttabench.methods.base import TTAMethod, knob
 from ttabench.methods.entropy import name_patterns, norm_affine, sam_ascent, softmax_entropy
+from ttabench.norms.base import statistics_frozen
 
 #: module names STAMP leaves frozen (official ``collect_params``)
 STAMP_FROZEN = ("layer4", "conv5_x", "blocks.9", "blocks.10", "blocks.11", "norm.")
 AUGMENTS = ("cotta", "crop_flip")
+
+
+def _log(probs: torch.Tensor) -> torch.Tensor:
+    """log P, finite where a class's mean probability underflows to 0 (its argmax and the
+    outlier score, which adds 1e-5, are unchanged)."""
+    return probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
 
 
 class BalancedMemory:
@@ -154,11 +161,17 @@ class STAMP(TTAMethod):
             self.memory.add(x[keep], logits.argmax(1)[keep].tolist(), self.random.host)
         if len(self.memory):
             self._adapt()
-        return probs.log()
+        return _log(probs)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self._mean_probability(x, self.model(x)).log()
+        """The view mean without storing or adapting; the views' random draws and the norm's
+        statistics are left as they were (a criterion's call must not change the run)."""
+        state = self.random.get_state()
+        try:
+            with torch.no_grad(), statistics_frozen(self.model):
+                return _log(self._mean_probability(x, self.model(x)))
+        finally:
+            self.random.set_state(state)
 
     def adapt_again(self, x: torch.Tensor) -> None:
         if len(self.memory):
