@@ -394,10 +394,13 @@ def test_cli_missing_root_is_one_paragraph_exit_2(tmp_path):
     assert "Download it (opt-in): ttabench download cifar10c --root DIR" in out.stderr
 
 
-def test_decoding_threads_are_not_part_of_a_runs_configuration(imagenet_root, tmp_path):
+def test_decoding_threads_are_not_part_of_a_runs_configuration(tmp_path):
     """dataset.workers changes how fast JPEGs are decoded, never which images: a rerun with
     another thread count finds the complete run instead of refusing it as another config."""
-    base = ["dataset=imagenetc", f"dataset.root={imagenet_root}", "dataset.n_per_domain=3",
+    root = tmp_path / "data"  # 10 classes, as the embedded model has outputs
+    write_folder_c(root / "ImageNet-C", ["contrast"], [f"n{i:08d}" for i in range(10)], files=1)
+    tmp_path = tmp_path / "run"
+    base = ["dataset=imagenetc", f"dataset.root={root}", "dataset.n_per_domain=3",
             "dataset.corruptions=[contrast]", "stream.batch_size=2", "method=bn"]  # fmt: skip
     with pytest.warns(UserWarning, match="wnid folders"):
         first = run(compose_run(*base, "dataset.workers=1"), tmp_path)

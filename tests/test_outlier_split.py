@@ -106,8 +106,9 @@ def test_the_preset_composes_and_pairs_with_the_8_class_model():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_combination(cfg)
+    assert compose_run("dataset=embedded_8_2").model.weights == "embedded_resnet8_c8"  # default
     with pytest.warns(UserWarning, match="use model=embedded_8"):
-        check_combination(compose_run("dataset=embedded_8_2"))
+        check_combination(compose_run("dataset=embedded_8_2", "model=embedded"))
 
 
 def test_the_8_class_model_loads_and_outputs_8_logits(split):
