@@ -124,6 +124,8 @@ CASES: list[Case] = [
              "protocol.eta must be in [0.0, 1000000.0]", "failed"),
     run_case("batch size 0", ["stream.batch_size=0"], 2, "batch_size", "failed"),
     # run: outliers
+    run_case("outliers a number", ["stream.outliers=0.2"], 2,
+             "stream.outliers must be a node like {ratio: 0.2", "failed"),
     run_case("outlier ratio 1.5", ["stream.outliers.ratio=1.5"], 2,
              "stream.outliers.ratio must be in [0, 1), got 1.5", "failed"),
     run_case("unknown outlier source", ["stream.outliers.ratio=0.2", "stream.outliers.source=x"],

@@ -1,4 +1,4 @@
-"""The bad-input catalogue (scripts/bad_inputs.py: 94 cases over run, compare, plot, make-c,
+"""The bad-input catalogue (scripts/bad_inputs.py: 95 cases over run, compare, plot, make-c,
 download, pretrain and the front end): each ends in one ``ttabench <command>: error:`` line
 that names the key, value or file, exit 2 for bad input, no traceback, and the run directory
 recorded as the case says (``failed``, or nothing written for errors caught before the run

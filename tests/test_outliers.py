@@ -24,6 +24,7 @@ from ttabench.results import summarize
 from ttabench.run import run
 from ttabench.streams import Stream, StreamPlan, batch_label_stats
 from ttabench.streams.stats import mean_run_length
+from ttabench.streams.stats import summarize as summarize_stream
 
 # -- metrics on hand examples ------------------------------------------------------------------
 
@@ -369,3 +370,54 @@ def test_a_model_for_other_classes_is_refused(tmp_path):
     summary = _run(tmp_path, "w", "dataset=embedded_8_2", "model=embedded")
     assert summary["status"].iloc[-1] == "failed"
     assert "outputs 10 classes but dataset embedded_8_2 has 8" in summary["message"].iloc[-1]
+
+
+def test_interleave_spreads_the_outliers_and_shuffle_mixes_the_test_order():
+    plain = Stream(seed=5).build(DOMAINS[:1], labels)
+    inter = Stream(seed=5, outliers={"ratio": 0.2}).build(DOMAINS[:1], labels)
+    where = np.flatnonzero(inter.outlier_mask()) / len(inter)
+    assert 0.4 < where.mean() < 0.6 and where.min() < 0.1 and where.max() > 0.9  # not appended
+    assert len(set(np.diff(np.flatnonzero(inter.outlier_mask())))) > 5  # not evenly spaced
+    shuffled = Stream(seed=5, outliers={"ratio": 0.2, "mix": "shuffle"}).build(DOMAINS[:1], labels)
+    order = shuffled.indices[~shuffled.outlier_mask()]
+    assert sorted(order) == list(range(1000)) and not np.array_equal(order, plain.indices)
+    outliers = shuffled.indices[shuffled.outlier_mask()]
+    assert sorted(outliers) == list(range(250)) and not np.array_equal(outliers, np.arange(250))
+
+
+def test_all_row_averages_the_domains_detection_as_stamp():
+    domain = np.repeat([0, 1], 4)
+    outlier = np.tile([False, False, True, True], 2)
+    score = np.array([2.0, 3.0, 0.0, 1.0, 0.0, 3.0, 1.0, 2.0])  # AUROC 100 and 50
+    correct = ~outlier
+    rows = [{"n": 2, "n_outliers": 2, "nonfinite": 0}] * 2
+    doms = [np.array([0]), np.array([1])]
+    table = summarize(["a", "b"], [5, 5], domain, correct, rows, doms, {}, outlier, score)
+    assert list(table["auroc"]) == [100.0, 50.0, 75.0]
+    assert table["h_score"].iloc[-1] == pytest.approx((h_score(100, 100) + h_score(100, 50)) / 2)
+
+
+def test_a_batch_of_outliers_only_has_no_label_statistics():
+    plan = Stream(batch_size=1, seed=0, outliers={"ratio": 0.2}).build(DOMAINS[:1], labels)
+    stats = batch_label_stats(plan.labels_of(labels), plan.batch_starts, ~plan.outlier_mask())
+    assert np.isnan(stats["n_classes"][plan.outlier_mask()]).all()
+    assert (stats["n_classes"][~plan.outlier_mask()] == 1).all()
+    assert summarize_stream(plan, labels)["n_domains"] == 1.0  # outliers join their domain
+
+
+def test_stamp_predicts_the_mean_over_its_views():
+    method = _stamp(n_views=2)
+    method._view = lambda x: x.flip(-1)  # a known view instead of a random one
+    x = torch.rand(16, 3, 32, 32)
+    with torch.no_grad():
+        expected = (method.model(x).softmax(1) + 2 * method.model(x.flip(-1)).softmax(1)) / 3
+    assert torch.allclose(method(x).exp(), expected, atol=1e-5)
+
+
+def test_stamp_weights_memory_entropies_by_their_softmin():
+    method = _stamp()
+    data = torch.rand(8, 3, 32, 32)
+    with torch.no_grad():
+        h = -(method.model(data).softmax(1) * method.model(data).log_softmax(1)).sum(1)
+        w = 64 * torch.exp(-h) / torch.exp(-h).sum()
+        assert torch.allclose(method._weighted_entropy(data), (w * h).mean(), atol=1e-5)

@@ -209,8 +209,8 @@ def summarize(
             row |= _detection(
                 sample_score, sample_domain == group[0], outlier, 100.0 - row["error"]
             )
-        for col in STAT_COLUMNS:
-            row[col] = float(np.mean(per_batch[col][batches])) if batches.any() else float("nan")
+        for col in STAT_COLUMNS:  # NaN: a batch of outliers only has no labels to describe
+            row[col] = _nanmean(per_batch[col][batches])
         row["nonfinite"] = int(per_batch["nonfinite"][batches].sum())
         mine = {k: v[batches] for k, v in per_batch.items()}
         rows.append(row | _costs(mine) | _protocol(mine) | meta)
@@ -303,6 +303,15 @@ def _read_summary(path: Path) -> pd.DataFrame | None:
     return frame
 
 
+def fill_knob_defaults(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs that predate a knob (or leave it out at its default) ran at its default: say so,
+    so they are one configuration with the runs that list it (:data:`KNOB_DEFAULTS`)."""
+    for key, default in KNOB_DEFAULTS.items():
+        if key in runs:
+            runs[key] = runs[key].fillna("").replace("", default)
+    return runs
+
+
 def collect(paths: Iterable[str | Path]) -> pd.DataFrame:
     """Every run's summary rows under ``paths``, as one table with a ``run_dir`` column.
 
@@ -339,9 +348,7 @@ def collect(paths: Iterable[str | Path]) -> pd.DataFrame:
         if column in runs:
             params = pd.DataFrame([parse_params(t) for t in runs[column]], index=runs.index)
             runs = runs.join(params.add_prefix(f"{group}.").fillna(""))
-    for key, default in KNOB_DEFAULTS.items():  # runs that predate a knob ran at its default
-        if key in runs:
-            runs[key] = runs[key].replace("", default)
+    runs = fill_knob_defaults(runs)
     numeric = ("n", "correct", "error", "seed", "stream_seed", "batch_size", "nonfinite")
     for column, default in (("protocol", "online"), ("uses_labels", "False")):  # older runs
         runs[column] = (

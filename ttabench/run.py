@@ -12,6 +12,7 @@ import logging
 import time
 import traceback
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -266,7 +267,8 @@ def _overrides(cfg: DictConfig) -> list[str]:
 def _meta(cfg: DictConfig, method_defaults: str | None = None) -> dict[str, Any]:
     """The columns every summary row carries, known before anything is built. A stream without
     outliers lists no ``outliers.*`` knobs, as before they existed."""
-    outliers = cfg.stream.get("outliers") or {}
+    outliers = cfg.stream.get("outliers")
+    outliers = outliers if isinstance(outliers, Mapping) else {}  # a bad value: the stream says
     quiet = () if outliers.get("ratio", 0) else tuple(f"outliers.{k}" for k in outliers)
     return _choices(cfg) | {
         "seed": cfg.seed,

@@ -26,7 +26,7 @@ from ttabench.loader import BatchLoader
 from ttabench.methods.augment import CoTTAAugment, MethodRandom
 from ttabench.methods.base import TTAMethod
 from ttabench.protocols import Answer, Online, Protocol
-from ttabench.results import OnlineLog
+from ttabench.results import STAT_COLUMNS, OnlineLog
 from ttabench.streams import batch_label_stats
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,13 @@ def predictions(logits: torch.Tensor) -> np.ndarray:
         return pred
     finite = torch.isfinite(logits).all(dim=1)
     return torch.where(finite, logits.argmax(dim=1), -1).cpu().numpy()
+
+
+def _label_stat(key: str, value: float) -> int | float | str:
+    """A batch's label statistic for online.csv; empty for a batch of outliers only."""
+    if np.isnan(value):
+        return ""
+    return int(value) if key == "n_classes" else float(value)
 
 
 def _log_probabilities(method: TTAMethod, answer: Answer) -> torch.Tensor:
@@ -163,9 +170,7 @@ def run_stream(
             "correct": correct,
             "batch_acc": correct / n_in if n_in else "",
             "cum_acc": correct_so_far / total if total else "",
-            "n_classes": int(stats["n_classes"][step]),
-            "majority_frac": float(stats["majority_frac"][step]),
-            "label_entropy": float(stats["label_entropy"][step]),
+            **{key: _label_stat(key, stats[key][step]) for key in STAT_COLUMNS},
             "n_domains": len(domains),
             "nonfinite": nonfinite,
             **costs,

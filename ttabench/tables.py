@@ -33,7 +33,7 @@ import pandas as pd
 
 from ttabench.data.corruptions.tables import ALL_CORRUPTIONS
 from ttabench.progress import PART
-from ttabench.results import ALL, PARAM_GROUPS
+from ttabench.results import ALL, PARAM_GROUPS, fill_knob_defaults
 
 CHOICES = ("model", "dataset", "stream", "norm", "method", "protocol")
 #: appended to the protocol of results chosen with the test labels (``uses_labels``)
@@ -125,11 +125,13 @@ def build(
         data = data[data["domain"] == domain]
     if data.empty:
         raise ValueError("no complete run matches")
-    if value in METRICS and value != "error" and not _measured(data, value):
-        raise ValueError(
-            f"no run has {value}: it measures outlier detection and needs outliers in the "
-            "stream (stream.outliers.ratio > 0)"
-        )
+    if value in METRICS and value != "error":
+        if not _measured(data, value):
+            raise ValueError(
+                f"no run has {value}: it measures outlier detection and needs outliers in the "
+                "stream (stream.outliers.ratio > 0)"
+            )
+        data = data[pd.to_numeric(data[value], errors="coerce").notna()]  # runs that measured it
     asked, rows = list(rows), list(rows)
     notes = mark_labelled(data)
     for key in [*CHOICES, "batch_size", "severity", PART]:
@@ -188,7 +190,7 @@ def side_by_side(a: pd.DataFrame, b: pd.DataFrame, labels: Sequence[str], **kw) 
     both = pd.concat([a.assign(set=labels[0]), b.assign(set=labels[1])], ignore_index=True)
     knobs = [c for c in both if is_knob(c)]  # a knob one set lacks reads "" there, as in collect
     both[knobs] = both[knobs].fillna("")
-    table = build(both, **kw)
+    table = build(fill_knob_defaults(both), **kw)
     keys = [*table.rows, table.column]
     cells = table.cells.set_index([*keys, "set"])
     mean, flag = cells["mean"].unstack("set"), cells["flag"].unstack("set").fillna("")

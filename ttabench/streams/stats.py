@@ -44,7 +44,7 @@ def batch_label_stats(
         labels: Label of every stream position.
         batch_starts: Batch boundaries (length ``n_batches + 1``, no empty batch).
         keep: Positions to count (the test set's samples: outliers say nothing of the label
-            ordering); a batch with none kept gets zeros.
+            ordering); a batch with none kept gets NaN (no labels to describe).
 
     Returns:
         Arrays of length ``n_batches``: ``n_classes``, ``majority_frac``, ``label_entropy``.
@@ -55,7 +55,7 @@ def batch_label_stats(
         kept = np.add.reduceat(np.asarray(keep, dtype=np.int64), starts[:-1])
         some = kept > 0
         inner = batch_label_stats(labels[keep], np.r_[0, np.cumsum(kept[some])])
-        out = {k: np.zeros(len(kept), dtype=v.dtype) for k, v in inner.items()}
+        out = {k: np.full(len(kept), np.nan) for k in inner}
         for k, v in inner.items():
             out[k][some] = v
         return out
@@ -88,8 +88,14 @@ def plan_stats(plan: StreamPlan, labels: Callable[[Domain], np.ndarray]) -> dict
     """Per-batch statistics of a plan: :func:`batch_label_stats` plus ``n_domains``."""
     y = plan.labels_of(labels)
     stats = batch_label_stats(y, plan.batch_starts, ~plan.outlier_mask())
-    stats["n_domains"] = batch_label_stats(plan.domain_ids, plan.batch_starts)["n_classes"]
+    stats["n_domains"] = _domains_per_batch(plan)
     return stats
+
+
+def _domains_per_batch(plan: StreamPlan) -> np.ndarray:
+    """Distinct test domains per batch (an outlier domain counts as the one it is mixed into)."""
+    _, group_of = plan.inlier_groups()
+    return batch_label_stats(group_of[plan.domain_ids], plan.batch_starts)["n_classes"]
 
 
 def summarize(plan: StreamPlan, labels: Callable[[Domain], np.ndarray]) -> dict[str, float]:
@@ -101,9 +107,9 @@ def summarize(plan: StreamPlan, labels: Callable[[Domain], np.ndarray]) -> dict[
     y = plan.labels_of(labels)
     inliers = ~plan.outlier_mask()
     per_batch = batch_label_stats(y, plan.batch_starts, inliers)
-    per_batch["n_domains"] = batch_label_stats(plan.domain_ids, plan.batch_starts)["n_classes"]
+    per_batch["n_domains"] = _domains_per_batch(plan)
     out: dict[str, float] = {"samples": float(len(plan)), "batches": float(plan.n_batches)}
-    out.update({k: float(np.mean(v)) for k, v in per_batch.items()})
+    out.update({k: float(np.nanmean(v)) for k, v in per_batch.items()})
     out["run_length"] = mean_run_length(y[inliers])
     out["outliers"] = float((~inliers).sum())
     out["resets"] = float(plan.resets.sum())
